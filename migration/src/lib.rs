@@ -1,0 +1,18 @@
+//! Schema migrations for the integration worker.
+//!
+//! Migrations are plain SQL: partial indexes, check constraints and the audit table's
+//! append-only trigger read more clearly in SQL than in a schema builder. This crate never
+//! depends on `entity`; the models follow the schema, not the other way round.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261204_000001_foundation;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261204_000001_foundation::Migration)]
+    }
+}

@@ -1,0 +1,197 @@
+//! The consumer: one `select!` loop that takes deliveries until shutdown, each handled in a
+//! tracked task. A delivery is acknowledged only after its handler has committed; a rejected
+//! message is acknowledged only after the dead-letter exchange confirmed its copy.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use futures_util::StreamExt;
+use lapin::message::Delivery as AmqpDelivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::publisher::{Publisher, header_text};
+use crate::handlers::{self, Context, Delivery, Disposition, HandlerError};
+
+/// Test-only fault injection: simulate a crash after commit and before ack.
+#[derive(Debug, Default)]
+pub struct Faults {
+    pub crash_before_ack: AtomicUsize,
+}
+
+pub struct Consumer {
+    pub channel: Channel,
+    pub ctx: Context,
+    pub publisher: Publisher,
+    pub faults: Arc<Faults>,
+    /// Cancelled to simulate a crash: the worker drops its connection without acking.
+    pub crash: CancellationToken,
+}
+
+impl Consumer {
+    pub async fn run(self, stop: CancellationToken, tracker: TaskTracker) -> Result<(), lapin::Error> {
+        let bus = &self.ctx.settings.bus;
+        self.channel.basic_qos(bus.prefetch, BasicQosOptions::default()).await?;
+        let tag = format!("praisma-worker-{}", uuid::Uuid::now_v7());
+        let mut deliveries = self
+            .channel
+            .basic_consume(
+                bus.queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(queue = %bus.queue, prefetch = bus.prefetch, "consuming");
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                next = deliveries.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let task = DeliveryTask {
+                            ctx: self.ctx.clone(),
+                            publisher: self.publisher.clone(),
+                            faults: self.faults.clone(),
+                            crash: self.crash.clone(),
+                        };
+                        tracker.spawn(task.run(delivery));
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "consumer interrupted; waiting for the connection to recover");
+                        self.channel.wait_for_recovery(error).await?;
+                    }
+                    None => break,
+                },
+            }
+        }
+        // Stop new deliveries; in-flight ones finish in the tracker and are acked as usual.
+        if let Err(error) = self
+            .channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await
+        {
+            tracing::warn!(%error, "cancelling the consumer failed");
+        }
+        Ok(())
+    }
+}
+
+struct DeliveryTask {
+    ctx: Context,
+    publisher: Publisher,
+    faults: Arc<Faults>,
+    crash: CancellationToken,
+}
+
+impl DeliveryTask {
+    async fn run(self, delivery: AmqpDelivery) {
+        let started = Instant::now();
+        let headers = delivery.properties.headers().as_ref();
+        let view = Delivery {
+            body: &delivery.data,
+            routing_key: delivery.routing_key.as_str(),
+            reply_to: delivery.properties.reply_to().as_ref().map(|r| r.as_str()),
+            header_traceparent: header_text(headers, "traceparent"),
+        };
+        // Database outages are retried here, holding the delivery, before giving it back.
+        let result = (|| handlers::process(&self.ctx, view))
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_max_times(8)
+                    .with_jitter(),
+            )
+            .when(|error| matches!(error, HandlerError::Database(_)))
+            .await;
+
+        if matches!(result, Ok(Disposition::Done)) && take_fault(&self.faults.crash_before_ack) {
+            tracing::warn!("fault injection: crashing after commit, before ack");
+            self.crash.cancel();
+            return;
+        }
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let outcome = match result {
+            Ok(Disposition::Done) => delivery.ack(BasicAckOptions::default()).await.map(|_| "done"),
+            Ok(Disposition::DeadLetter { code, reason }) => {
+                match self.dead_letter(&delivery, code.as_str(), &reason).await {
+                    Ok(()) => delivery.ack(BasicAckOptions::default()).await.map(|_| "dead_lettered"),
+                    Err(error) => {
+                        tracing::warn!(%error, "dead-lettering failed; the message goes back to the queue");
+                        delivery
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            })
+                            .await
+                            .map(|_| "requeued")
+                    }
+                }
+            }
+            Err(HandlerError::Busy) => {
+                // Another replica holds this event's lease; let it finish before looking again.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| "requeued")
+            }
+            Err(error) => {
+                tracing::error!(%error, "handling failed after retries; the message goes back to the queue");
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| "requeued")
+            }
+        };
+        match outcome {
+            Ok(disposition) => {
+                tracing::info!(routing_key = %delivery.routing_key, disposition, elapsed_ms, "delivery settled")
+            }
+            Err(error) => tracing::warn!(%error, "settling the delivery failed; the broker will redeliver it"),
+        }
+    }
+
+    /// Copies the message to the dead-letter exchange with why it was rejected.
+    async fn dead_letter(
+        &self,
+        delivery: &AmqpDelivery,
+        code: &str,
+        reason: &str,
+    ) -> Result<(), super::publisher::PublishError> {
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        let text = |value: &str| AMQPValue::LongString(LongString::from(value));
+        headers.insert("x-error-code".into(), text(code));
+        headers.insert("x-error-reason".into(), text(reason));
+        headers.insert("x-original-exchange".into(), text(delivery.exchange.as_str()));
+        headers.insert("x-original-routing-key".into(), text(delivery.routing_key.as_str()));
+        let properties: BasicProperties = delivery.properties.clone().with_headers(headers);
+        let bus = &self.ctx.settings.bus;
+        self.publisher
+            .publish(
+                &bus.dead_letter_exchange,
+                delivery.routing_key.as_str(),
+                &delivery.data,
+                properties,
+            )
+            .await
+    }
+}
+
+fn take_fault(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}

@@ -1,0 +1,155 @@
+//! What each inbound event does. The bus hands over a delivery; [`process`] parses it, runs its
+//! handler, and says whether the delivery is done or belongs in the dead-letter queue. Handlers
+//! commit their effects together with their outcome and audit events (the outbox); they never
+//! hold a transaction open across a call to a platform.
+
+mod answer;
+mod connect;
+mod consent_url;
+mod rejected;
+
+use std::sync::Arc;
+
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
+use tokio::sync::Notify;
+
+pub use answer::Answer;
+
+use crate::contract::{Command, Envelope, RejectedEvent, TraceParent};
+use crate::domain::ErrorCode;
+use crate::platform::{Catalogue, OAuthClient};
+use crate::settings::Settings;
+use crate::store::inbox::{self, Claim};
+use crate::store::outbox;
+use crate::vault::Vault;
+
+/// What handlers need, shared by every task of the worker.
+#[derive(Clone)]
+pub struct Context {
+    pub db: DatabaseConnection,
+    pub vault: Arc<Vault>,
+    pub catalogue: Arc<Catalogue>,
+    pub oauth: OAuthClient,
+    pub settings: Arc<Settings>,
+    /// Woken after every commit that wrote to the outbox.
+    pub outbox_ready: Arc<Notify>,
+}
+
+/// One delivery as the bus saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub body: &'a [u8],
+    pub routing_key: &'a str,
+    pub reply_to: Option<&'a str>,
+    pub header_traceparent: Option<&'a str>,
+}
+
+/// What the bus should do with a delivery once [`process`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Effects and outcomes are committed: acknowledge.
+    Done,
+    /// Committed what could be (audit, rejection outcome); the message itself goes to the
+    /// dead-letter queue with this code, then is acknowledged.
+    DeadLetter { code: ErrorCode, reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("the database failed: {0}")]
+    Database(#[from] DbErr),
+    #[error("another worker is processing this event right now")]
+    Busy,
+}
+
+/// The inbound event being answered, and the worker's span under the caller's trace.
+pub struct Inbound<'a> {
+    pub envelope: &'a Envelope,
+    pub reply_to: Option<&'a str>,
+    pub span: TraceParent,
+}
+
+pub async fn process(ctx: &Context, delivery: Delivery<'_>) -> Result<Disposition, HandlerError> {
+    let envelope = match Envelope::parse(
+        delivery.body,
+        ctx.settings.bus.max_event_bytes,
+        delivery.header_traceparent,
+    ) {
+        Ok(envelope) => envelope,
+        Err(rejected) => return rejected::handle(ctx, &rejected, delivery).await,
+    };
+    let command = match Command::from_envelope(&envelope) {
+        Ok(command) => command,
+        Err(rejected) => return rejected::handle(ctx, &rejected, delivery).await,
+    };
+    let inbound = Inbound {
+        envelope: &envelope,
+        reply_to: delivery.reply_to,
+        span: TraceParent::child_of(envelope.traceparent.as_ref()),
+    };
+    match command {
+        Command::ConsentUrlRequested(data) => consent_url::handle(ctx, &inbound, data).await,
+        Command::ConnectRequested(data) => connect::handle(ctx, &inbound, data).await,
+        Command::TokenExpiring(_) | Command::RevokeRequested(_) | Command::OperationRequested(_) => {
+            // Kept whole in the dead-letter queue, unanswered and not marked processed, so a
+            // replay reaches the handler once this worker version has one.
+            let rejected = RejectedEvent {
+                code: ErrorCode::UnsupportedEvent,
+                reason: "this worker version does not handle this event type yet".into(),
+                tenant: Some(envelope.tenant.clone()),
+                event_id: Some(envelope.id.clone()),
+                event_type: None,
+                traceparent: envelope.traceparent,
+            };
+            rejected::handle(ctx, &rejected, delivery).await
+        }
+    }
+}
+
+/// A claimed event, with the transaction its first step runs in.
+enum Begun {
+    Run(DatabaseTransaction),
+    AlreadyAnswered,
+}
+
+/// Claims the event in the inbox. A duplicate of an answered event has its recorded outcomes
+/// queued again, with their original ids, and nothing else happens.
+async fn begin(ctx: &Context, inbound: &Inbound<'_>) -> Result<Begun, HandlerError> {
+    let envelope = inbound.envelope;
+    let txn = ctx.db.begin().await?;
+    let claim = inbox::claim(
+        &txn,
+        &envelope.tenant,
+        envelope.id.as_str(),
+        &envelope.event_type,
+        ctx.settings.event_lease,
+    )
+    .await?;
+    match claim {
+        Claim::Done => {
+            outbox::republish_outcomes(&txn, &envelope.tenant, envelope.id.as_str(), inbound.reply_to).await?;
+            txn.commit().await?;
+            ctx.outbox_ready.notify_one();
+            Ok(Begun::AlreadyAnswered)
+        }
+        Claim::Busy => {
+            txn.rollback().await?;
+            Err(HandlerError::Busy)
+        }
+        Claim::Fresh | Claim::Resumed => Ok(Begun::Run(txn)),
+    }
+}
+
+/// Writes the answer, marks the event answered, commits, and wakes the relay.
+async fn complete(
+    ctx: &Context,
+    txn: DatabaseTransaction,
+    inbound: &Inbound<'_>,
+    answer: Answer<'_>,
+) -> Result<Disposition, HandlerError> {
+    answer.write(&txn).await?;
+    inbox::complete(&txn, &inbound.envelope.tenant, inbound.envelope.id.as_str()).await?;
+    txn.commit().await?;
+    ctx.outbox_ready.notify_one();
+    Ok(Disposition::Done)
+}

@@ -1,0 +1,43 @@
+//! The Praisma Hub integration worker: it owns delegated OAuth connections to social platforms
+//! for their whole life, driven by CloudEvents over RabbitMQ, and never lets a token out.
+//!
+//! # Layout
+//! Each layer does one job: delivery → envelope → command → handler.
+//!
+//! - [`bus`]: broker plumbing only. [`bus::topology`] declares exchanges and queues,
+//!   [`bus::consumer`] is the `select!` loop that acks only after the handler committed,
+//!   [`bus::publisher`] publishes with confirms (a Nack is an error), [`bus::relay`] publishes the
+//!   outbox, [`bus::hub_client`] is the hub's side (used by the demo and the tests).
+//! - [`contract`]: wire types only. [`contract::envelope`] parses CloudEvents with a size limit,
+//!   [`contract::inbound`] and [`contract::outbound`] are the events, [`contract::schema`]
+//!   generates the AsyncAPI document and JSON Schemas from them, [`contract::trace`] carries
+//!   W3C trace context.
+//! - [`handlers`]: what each event does, one file per event; [`handlers::process`] is the entry.
+//!   Bad input ends in `handlers/rejected.rs` (audited, answered where possible, dead-lettered).
+//! - [`domain`]: values valid by construction (tenant, channel, provider, capability, scopes,
+//!   grant, error codes) and [`domain::secrets`], one type per secret.
+//! - [`platform`]: every byte that crosses to a platform. [`platform::catalogue`] (provider
+//!   definitions, `catalogue.toml` built in), [`platform::oauth`] (authorization URL, code
+//!   exchange; no redirects, timeouts), [`platform::errors`] (classification into stable codes).
+//! - [`store`]: all SQL, one repository per table, each taking the caller's transaction.
+//! - [`vault`]: AES-256-GCM-SIV key ring; ciphertexts bound to tenant, channel and kind.
+//! - [`audit`]: audit records and their per-channel hash chain.
+//! - [`settings`], [`startup`] (wiring, database creation and migrations), [`shutdown`],
+//!   [`telemetry`], [`cli`], [`demo`], [`sandbox`] (the built-in platform for the demo).
+
+pub mod audit;
+pub mod bus;
+pub mod cli;
+pub mod contract;
+pub mod demo;
+pub mod domain;
+pub mod handlers;
+pub mod platform;
+pub mod random;
+pub mod sandbox;
+pub mod settings;
+pub mod shutdown;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod vault;

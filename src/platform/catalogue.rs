@@ -1,0 +1,236 @@
+//! The provider catalogue: built-in definitions (`catalogue.toml`, compiled in), overridden or
+//! extended by a user file (`PRAISMA_CATALOGUE_FILE`) in the same format, then completed with
+//! client credentials and redirect URIs from settings. Events never supply any of it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::domain::secrets::ClientSecret;
+use crate::domain::{Capability, ErrorCode, ProviderName, ScopeSet};
+use crate::settings::Settings;
+
+const BUILT_IN: &str = include_str!("catalogue.toml");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// HTTP Basic with client id and secret (RFC 6749 §2.3.1, the recommended form).
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
+}
+
+/// One platform as the catalogue file describes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderDefinition {
+    pub name: ProviderName,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    pub authorization_url: Url,
+    pub token_url: Url,
+    #[serde(default)]
+    pub revocation_url: Option<Url>,
+    pub api_base_url: Url,
+    #[serde(default = "default_separator")]
+    pub scope_separator: String,
+    #[serde(default = "default_true")]
+    pub pkce: bool,
+    #[serde(default = "default_client_auth")]
+    pub client_auth: ClientAuth,
+    #[serde(default)]
+    pub redirect_uris: Vec<Url>,
+    #[serde(default)]
+    pub extra_authorization_params: BTreeMap<String, String>,
+    /// Capability → the scopes it needs: the single source for consent and for every check.
+    pub capabilities: BTreeMap<Capability, Vec<String>>,
+}
+
+fn default_separator() -> String {
+    " ".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_client_auth() -> ClientAuth {
+    ClientAuth::Basic
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogueFile {
+    #[serde(default)]
+    provider: Vec<ProviderDefinition>,
+}
+
+/// A provider ready to use: its definition plus this deployment's client credentials.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub definition: ProviderDefinition,
+    pub client_id: String,
+    pub client_secret: Option<ClientSecret>,
+    capabilities: BTreeMap<Capability, ScopeSet>,
+}
+
+impl Provider {
+    pub fn name(&self) -> &ProviderName {
+        &self.definition.name
+    }
+
+    pub fn scopes_for(&self, capability: &Capability) -> Option<&ScopeSet> {
+        self.capabilities.get(capability)
+    }
+
+    /// The union of the capabilities' scopes (least privilege), or the first unknown capability.
+    pub fn scopes_for_all<'a>(
+        &self,
+        capabilities: impl IntoIterator<Item = &'a Capability>,
+    ) -> Result<ScopeSet, &'a Capability> {
+        let mut scopes = ScopeSet::default();
+        for capability in capabilities {
+            scopes = scopes.union(self.scopes_for(capability).ok_or(capability)?);
+        }
+        Ok(scopes)
+    }
+
+    /// The listed capabilities whose scopes `granted` covers.
+    pub fn covered<'a>(
+        &self,
+        capabilities: impl IntoIterator<Item = &'a Capability>,
+        granted: &ScopeSet,
+    ) -> Vec<Capability> {
+        capabilities
+            .into_iter()
+            .filter(|c| self.scopes_for(c).is_some_and(|needed| granted.is_superset(needed)))
+            .cloned()
+            .collect()
+    }
+
+    /// Redirect URIs must match one the deployment registered, exactly (RFC 9700 §4.1.3).
+    pub fn allows_redirect(&self, uri: &Url) -> bool {
+        self.definition.redirect_uris.iter().any(|allowed| allowed == uri)
+    }
+
+    pub fn scope_separators(&self) -> Vec<char> {
+        self.definition.scope_separator.chars().collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogueError {
+    #[error("the built-in provider catalogue is invalid: {0}")]
+    BuiltIn(String),
+    #[error("the catalogue file {path} cannot be read: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("the catalogue file {path} is invalid: {reason}")]
+    Invalid { path: String, reason: String },
+    #[error("provider {provider} maps capability {capability} to an invalid scope")]
+    InvalidScope { provider: String, capability: String },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Catalogue {
+    providers: BTreeMap<ProviderName, Provider>,
+    unconfigured: BTreeMap<ProviderName, ProviderDefinition>,
+}
+
+impl Catalogue {
+    pub fn load(settings: &Settings) -> Result<Self, CatalogueError> {
+        let mut definitions = parse(BUILT_IN).map_err(CatalogueError::BuiltIn)?;
+        if let Some(path) = &settings.catalogue_file {
+            definitions.extend(read_file(path)?);
+        }
+        Self::build(definitions.into_values().collect(), settings)
+    }
+
+    /// Adds or replaces definitions at run time (the demo's sandbox, tests' servers).
+    pub fn build(definitions: Vec<ProviderDefinition>, settings: &Settings) -> Result<Self, CatalogueError> {
+        let mut catalogue = Self::default();
+        for mut definition in definitions {
+            let name = definition.name.clone();
+            if let Some(uris) = settings.redirect_uris.get(&name) {
+                definition.redirect_uris.clone_from(uris);
+            }
+            let mut capabilities = BTreeMap::new();
+            for (capability, scopes) in &definition.capabilities {
+                let set: ScopeSet = scopes
+                    .iter()
+                    .map(|s| crate::domain::Scope::parse(s.as_str()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| CatalogueError::InvalidScope {
+                        provider: name.to_string(),
+                        capability: capability.to_string(),
+                    })?;
+                capabilities.insert(capability.clone(), set);
+            }
+            match settings.clients.get(&name) {
+                Some(credentials) => {
+                    catalogue.providers.insert(
+                        name,
+                        Provider {
+                            definition,
+                            client_id: credentials.client_id.clone(),
+                            client_secret: credentials.client_secret.clone(),
+                            capabilities,
+                        },
+                    );
+                }
+                None => {
+                    catalogue.unconfigured.insert(name, definition);
+                }
+            }
+        }
+        Ok(catalogue)
+    }
+
+    /// A provider this deployment can connect to, or why not.
+    pub fn provider(&self, name: &ProviderName) -> Result<&Provider, (ErrorCode, &'static str)> {
+        if let Some(provider) = self.providers.get(name) {
+            return Ok(provider);
+        }
+        if self.unconfigured.contains_key(name) {
+            return Err((
+                ErrorCode::UnknownProvider,
+                "the provider has no client credentials in this deployment",
+            ));
+        }
+        Err((ErrorCode::UnknownProvider, "the provider is not in the catalogue"))
+    }
+
+    pub fn configured(&self) -> impl Iterator<Item = &Provider> {
+        self.providers.values()
+    }
+}
+
+fn parse(text: &str) -> Result<BTreeMap<ProviderName, ProviderDefinition>, String> {
+    let file: CatalogueFile = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+    Ok(file.provider.into_iter().map(|p| (p.name.clone(), p)).collect())
+}
+
+fn read_file(path: &Path) -> Result<BTreeMap<ProviderName, ProviderDefinition>, CatalogueError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| CatalogueError::Unreadable {
+        path: shown.clone(),
+        reason: e.kind().to_string(),
+    })?;
+    parse(&text).map_err(|reason| CatalogueError::Invalid { path: shown, reason })
+}
+
+/// Parses catalogue text in the file format, for definitions made at run time.
+pub fn parse_definitions(text: &str) -> Result<Vec<ProviderDefinition>, String> {
+    parse(text).map(|m| m.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_catalogue_parses() {
+        let parsed = parse(BUILT_IN);
+        assert!(parsed.is_ok(), "{parsed:?}");
+    }
+}

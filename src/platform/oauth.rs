@@ -1,0 +1,211 @@
+//! The OAuth 2.0 calls, over the `oauth2` crate with a reqwest client that follows no redirects,
+//! has connect and total timeouts, and reads at most [`MAX_TOKEN_RESPONSE_BYTES`].
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oauth2::basic::BasicClient;
+use oauth2::{
+    AuthUrl, AuthorizationCode, ClientId, ClientSecret as OAuthClientSecret, CsrfToken, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope as OAuthScope, TokenResponse, TokenUrl,
+};
+use url::Url;
+
+use super::errors::parse_retry_after;
+use super::{ClientAuth, PlatformError, Provider};
+use crate::domain::ScopeSet;
+use crate::domain::secrets::{AccessToken, AuthCode, PkceVerifier, RefreshToken, StateToken};
+
+/// A token response is a few hundred bytes; anything near this is not one.
+pub const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// What a token endpoint granted.
+#[derive(Debug)]
+pub struct TokenGrant {
+    pub access_token: AccessToken,
+    pub refresh_token: Option<RefreshToken>,
+    pub expires_in: Option<Duration>,
+    /// The `scope` the platform returned, if it returned one (RFC 6749 §5.1).
+    pub scope: Option<ScopeSet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthClient {
+    http: reqwest::Client,
+}
+
+/// Status and `Retry-After` of the last response, which the oauth2 crate does not surface.
+#[derive(Debug, Default, Clone, Copy)]
+struct ResponseMeta {
+    status: u16,
+    retry_after: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HttpError {
+    #[error("transport error")]
+    Transport(#[source] reqwest::Error),
+    #[error("response too large")]
+    TooLarge,
+    #[error("response could not be assembled")]
+    Assemble,
+}
+
+impl OAuthClient {
+    pub fn new(connect_timeout: Duration, timeout: Duration) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(connect_timeout)
+            .timeout(timeout)
+            .user_agent(concat!("praisma-integration-worker/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { http })
+    }
+
+    /// A fresh PKCE S256 pair: the challenge goes in the URL, the verifier stays with us.
+    pub fn new_pkce() -> (PkceCodeChallenge, PkceVerifier) {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        (challenge, PkceVerifier::new(verifier.into_secret()))
+    }
+
+    /// The platform's authorization URL asking for exactly `scopes`.
+    pub fn authorization_url(
+        provider: &Provider,
+        scopes: &ScopeSet,
+        state: &StateToken,
+        challenge: Option<PkceCodeChallenge>,
+        redirect_uri: &Url,
+    ) -> Url {
+        let definition = &provider.definition;
+        let client = BasicClient::new(ClientId::new(provider.client_id.clone()))
+            .set_auth_uri(AuthUrl::from_url(definition.authorization_url.clone()))
+            .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()));
+        let state_value = state.expose_secret().to_owned();
+        let mut request = client.authorize_url(move || CsrfToken::new(state_value));
+        // One pre-joined scope string, so platforms that separate with commas get commas.
+        if !scopes.is_empty() {
+            request = request.add_scope(OAuthScope::new(scopes.join(&definition.scope_separator)));
+        }
+        if let Some(challenge) = challenge {
+            request = request.set_pkce_challenge(challenge);
+        }
+        for (name, value) in &definition.extra_authorization_params {
+            request = request.add_extra_param(name.as_str(), value.as_str());
+        }
+        request.url().0
+    }
+
+    /// Exchanges a code for tokens. The code and verifier are consumed: they are single use.
+    pub async fn exchange_code(
+        &self,
+        provider: &Provider,
+        code: AuthCode,
+        verifier: Option<PkceVerifier>,
+        redirect_uri: &Url,
+    ) -> Result<TokenGrant, PlatformError> {
+        let definition = &provider.definition;
+        let mut client = BasicClient::new(ClientId::new(provider.client_id.clone()))
+            .set_token_uri(TokenUrl::from_url(definition.token_url.clone()))
+            .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()))
+            .set_auth_type(match definition.client_auth {
+                ClientAuth::Basic => oauth2::AuthType::BasicAuth,
+                ClientAuth::Post => oauth2::AuthType::RequestBody,
+            });
+        if let Some(secret) = &provider.client_secret {
+            client = client.set_client_secret(OAuthClientSecret::new(secret.expose_secret().to_owned()));
+        }
+        let mut request = client.exchange_code(AuthorizationCode::new(code.expose_secret().to_owned()));
+        drop(code);
+        if let Some(verifier) = verifier {
+            request = request.set_pkce_verifier(PkceCodeVerifier::new(verifier.expose_secret().to_owned()));
+        }
+        let meta = Arc::new(Mutex::new(ResponseMeta::default()));
+        let result = request.request_async(&self.recording_client(meta.clone())).await;
+        let meta = meta.lock().map(|m| *m).unwrap_or_default();
+        let response = result.map_err(|error| classify(error, meta))?;
+        let separators = provider.scope_separators();
+        Ok(TokenGrant {
+            access_token: AccessToken::new(response.access_token().secret().to_owned()),
+            refresh_token: response
+                .refresh_token()
+                .map(|t| RefreshToken::new(t.secret().to_owned())),
+            expires_in: response.expires_in(),
+            scope: response.scopes().map(|scopes| {
+                let joined = scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+                ScopeSet::parse_delimited(&joined, &separators)
+            }),
+        })
+    }
+
+    /// An oauth2 HTTP client that also records the response's status and `Retry-After`.
+    fn recording_client(
+        &self,
+        meta: Arc<Mutex<ResponseMeta>>,
+    ) -> impl Fn(
+        oauth2::HttpRequest,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, HttpError>> + Send>> {
+        let http = self.http.clone();
+        move |request: oauth2::HttpRequest| {
+            let http = http.clone();
+            let meta = meta.clone();
+            Box::pin(async move {
+                let (parts, body) = request.into_parts();
+                let mut response = http
+                    .request(parts.method, parts.uri.to_string())
+                    .headers(parts.headers)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(HttpError::Transport)?;
+                let status = response.status();
+                let retry_after = parse_retry_after(
+                    response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok()),
+                );
+                if let Ok(mut meta) = meta.lock() {
+                    *meta = ResponseMeta {
+                        status: status.as_u16(),
+                        retry_after,
+                    };
+                }
+                let headers = response.headers().clone();
+                let mut body = Vec::new();
+                while let Some(chunk) = response.chunk().await.map_err(HttpError::Transport)? {
+                    if body.len() + chunk.len() > MAX_TOKEN_RESPONSE_BYTES {
+                        return Err(HttpError::TooLarge);
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                let mut builder = oauth2::http::Response::builder().status(status);
+                if let Some(target) = builder.headers_mut() {
+                    *target = headers;
+                }
+                builder.body(body).map_err(|_| HttpError::Assemble)
+            })
+        }
+    }
+}
+
+fn classify<RE: oauth2::ErrorResponse + 'static>(
+    error: RequestTokenError<HttpError, RE>,
+    meta: ResponseMeta,
+) -> PlatformError {
+    if let Some(by_status) = PlatformError::from_status(meta.status, meta.retry_after) {
+        return by_status;
+    }
+    match error {
+        RequestTokenError::ServerResponse(response) => {
+            let code = serde_json::to_value(&response)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or_default();
+            PlatformError::from_oauth_error(&code)
+        }
+        RequestTokenError::Request(HttpError::Transport(error)) => PlatformError::from_transport(&error),
+        RequestTokenError::Request(_) | RequestTokenError::Parse(..) | RequestTokenError::Other(_) => {
+            PlatformError::unreadable_response()
+        }
+    }
+}

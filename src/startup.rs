@@ -1,0 +1,233 @@
+//! Wiring: [`Worker::build`] connects the database (creating it and migrating if needed), the
+//! broker, the vault and the catalogue; [`Worker::run_until_stopped`] runs the consumer and the
+//! outbox relay until shutdown, then drains in-flight work within the grace period.
+
+use std::sync::Arc;
+
+use lapin::Connection;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, Statement};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::consumer::{Consumer, Faults};
+use crate::bus::publisher::Publisher;
+use crate::bus::relay::Relay;
+use crate::bus::{self, topology};
+use crate::handlers::Context;
+use crate::platform::{Catalogue, OAuthClient};
+use crate::settings::Settings;
+use crate::vault::Vault;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(
+        "PostgreSQL is not reachable at {address} ({reason}); start it (`pg_ctlcluster 15 main start`, or `docker compose up -d postgres`) or set PRAISMA_DATABASE_URL"
+    )]
+    DatabaseUnreachable { address: String, reason: String },
+    #[error("database migrations failed: {0}")]
+    Migration(DbErr),
+    #[error(
+        "RabbitMQ is not reachable at {address} ({reason}); start it (`rabbitmq-server -detached`, or `docker compose up -d rabbitmq`) or set PRAISMA_AMQP_URL"
+    )]
+    BrokerUnreachable { address: String, reason: String },
+    #[error("declaring the RabbitMQ topology failed: {0}")]
+    Topology(lapin::Error),
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
+    #[error("the HTTP client could not be built: {0}")]
+    HttpClient(String),
+    #[error("the consumer stopped: {0}")]
+    Consumer(lapin::Error),
+}
+
+pub struct Worker {
+    ctx: Context,
+    connection: Connection,
+    publisher: Publisher,
+    consume_channel: lapin::Channel,
+    faults: Arc<Faults>,
+}
+
+impl Worker {
+    pub async fn build(settings: Settings, catalogue: Catalogue) -> Result<Self, StartupError> {
+        let vault_spec = settings.vault_keys.clone().ok_or(crate::vault::VaultError::NoKeys)?;
+        let vault = Vault::from_spec(&vault_spec)?;
+        let db = connect_database(&settings.database_url).await?;
+        let connection = bus::connect(&settings.amqp_url, "praisma-integration-worker")
+            .await
+            .map_err(|e| StartupError::BrokerUnreachable {
+                address: bus::host_of(&settings.amqp_url),
+                reason: e.to_string(),
+            })?;
+        let consume_channel = connection.create_channel().await.map_err(StartupError::Topology)?;
+        topology::declare(&consume_channel, &settings.bus)
+            .await
+            .map_err(StartupError::Topology)?;
+        let publisher = Publisher::open(&connection).await.map_err(StartupError::Topology)?;
+        let oauth = OAuthClient::new(settings.http_connect_timeout, settings.http_timeout)
+            .map_err(|e| StartupError::HttpClient(e.to_string()))?;
+        let ctx = Context {
+            db,
+            vault: Arc::new(vault),
+            catalogue: Arc::new(catalogue),
+            oauth,
+            settings: Arc::new(settings),
+            outbox_ready: Arc::new(Notify::new()),
+        };
+        Ok(Self {
+            ctx,
+            connection,
+            publisher,
+            consume_channel,
+            faults: Arc::default(),
+        })
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Test-only fault injection.
+    #[doc(hidden)]
+    pub fn faults(&self) -> Arc<Faults> {
+        self.faults.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled: stops consuming, lets in-flight events finish (each
+    /// commits and acks), flushes the outbox, and closes the connection, all within the grace
+    /// period.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let grace = self.ctx.settings.shutdown_grace;
+        let tracker = TaskTracker::new();
+        let stop_relay = CancellationToken::new();
+        let crash = CancellationToken::new();
+        let relay = Relay {
+            db: self.ctx.db.clone(),
+            publisher: self.publisher.clone(),
+            exchange: self.ctx.settings.bus.exchange.clone(),
+            wake: self.ctx.outbox_ready.clone(),
+            poll: self.ctx.settings.outbox_poll,
+        };
+        let relay_task = tokio::spawn(relay.run(stop_relay.clone()));
+        let consumer = Consumer {
+            channel: self.consume_channel.clone(),
+            ctx: self.ctx.clone(),
+            publisher: self.publisher.clone(),
+            faults: self.faults.clone(),
+            crash: crash.clone(),
+        };
+        let stop_consuming = CancellationToken::new();
+        let mut consumer_task = tokio::spawn(consumer.run(stop_consuming.clone(), tracker.clone()));
+
+        let consumer_result = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            _ = crash.cancelled() => {
+                // A simulated crash: no draining, no acks; the broker redelivers what was unacked.
+                consumer_task.abort();
+                relay_task.abort();
+                let _ = self.connection.close(320, "simulated crash".into()).await;
+                return Ok(());
+            }
+            result = &mut consumer_task => Some(result),
+        };
+        tracing::info!("shutting down: draining in-flight events");
+        stop_consuming.cancel();
+        let drained = tokio::time::timeout(grace, async {
+            if consumer_result.is_none() {
+                let _ = (&mut consumer_task).await;
+            }
+            tracker.close();
+            tracker.wait().await;
+            stop_relay.cancel();
+            let _ = relay_task.await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "shutdown grace period ran out; unfinished events will be redelivered"
+            );
+        }
+        let _ = self.connection.close(200, "worker shutting down".into()).await;
+        tracing::info!("worker stopped");
+        match consumer_result {
+            Some(Ok(Err(error))) => Err(StartupError::Consumer(error)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Connects to PostgreSQL, creating the database when it does not exist yet, and applies
+/// pending migrations.
+pub async fn connect_database(url: &SecretString) -> Result<DatabaseConnection, StartupError> {
+    ensure_database_exists(url).await?;
+    let db = open(url).await?;
+    Migrator::up(&db, None).await.map_err(StartupError::Migration)?;
+    Ok(db)
+}
+
+async fn open(url: &SecretString) -> Result<DatabaseConnection, StartupError> {
+    let mut options = ConnectOptions::new(url.expose_secret().to_owned());
+    options
+        .max_connections(16)
+        .min_connections(1)
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .sqlx_logging(false);
+    Database::connect(options)
+        .await
+        .map_err(|e| StartupError::DatabaseUnreachable {
+            address: bus::host_of(url),
+            reason: summarize(&e),
+        })
+}
+
+async fn ensure_database_exists(url: &SecretString) -> Result<(), StartupError> {
+    let Ok(mut parsed) = url::Url::parse(url.expose_secret()) else {
+        return Err(StartupError::DatabaseUnreachable {
+            address: bus::host_of(url),
+            reason: "the URL does not parse".into(),
+        });
+    };
+    let name = parsed.path().trim_start_matches('/').to_owned();
+    if name.is_empty() || name == "postgres" || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Ok(());
+    }
+    parsed.set_path("/postgres");
+    let admin = open(&SecretString::from(parsed.to_string())).await?;
+    let backend = admin.get_database_backend();
+    let exists = admin
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            "SELECT 1 AS one FROM pg_database WHERE datname = $1",
+            [name.clone().into()],
+        ))
+        .await
+        .map_err(StartupError::Migration)?
+        .is_some();
+    if !exists {
+        let created = admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await;
+        // Another process may have created it in the meantime; that is what we wanted.
+        if let Err(error) = created
+            && !error.to_string().contains("already exists")
+        {
+            return Err(StartupError::Migration(error));
+        }
+    }
+    let _ = admin.close().await;
+    Ok(())
+}
+
+/// The first line of a driver error, which names the cause without echoing the URL.
+fn summarize(error: &DbErr) -> String {
+    let text = error.to_string();
+    let text = text.lines().next().unwrap_or_default();
+    if text.len() > 200 {
+        format!("{}…", &text[..200])
+    } else {
+        text.to_owned()
+    }
+}
