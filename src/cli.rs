@@ -81,7 +81,11 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Migrate => {
             crate::telemetry::init(settings.log_format, std::io::stderr);
-            report(connect_database(&settings.database_url).await.map(|_| ()))
+            report(
+                connect_database(&settings.database_url, settings.database_pool_size)
+                    .await
+                    .map(|_| ()),
+            )
         }
         Command::Worker => {
             crate::telemetry::init(settings.log_format, std::io::stderr);

@@ -14,6 +14,7 @@ use crate::domain::secrets::ClientSecret;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database_url: SecretString,
+    pub database_pool_size: u32,
     pub amqp_url: SecretString,
     pub bus: BusSettings,
     pub vault_keys: Option<SecretString>,
@@ -128,6 +129,10 @@ impl Settings {
             database_url: SecretString::from(
                 get("PRAISMA_DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
             ),
+            database_pool_size: u32::try_from(number("PRAISMA_DATABASE_POOL_SIZE", 16)?)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| SettingsError("PRAISMA_DATABASE_POOL_SIZE must be between 1 and 4294967295".into()))?,
             amqp_url: SecretString::from(get("PRAISMA_AMQP_URL").unwrap_or_else(|| DEFAULT_AMQP_URL.into())),
             bus,
             vault_keys: get("PRAISMA_VAULT_KEYS").map(SecretString::from),

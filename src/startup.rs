@@ -55,7 +55,7 @@ impl Worker {
     pub async fn build(settings: Settings, catalogue: Catalogue) -> Result<Self, StartupError> {
         let vault_spec = settings.vault_keys.clone().ok_or(crate::vault::VaultError::NoKeys)?;
         let vault = Vault::from_spec(&vault_spec)?;
-        let db = connect_database(&settings.database_url).await?;
+        let db = connect_database(&settings.database_url, settings.database_pool_size).await?;
         let connection = bus::connect(&settings.amqp_url, "praisma-integration-worker")
             .await
             .map_err(|e| StartupError::BrokerUnreachable {
@@ -162,17 +162,17 @@ impl Worker {
 
 /// Connects to PostgreSQL, creating the database when it does not exist yet, and applies
 /// pending migrations.
-pub async fn connect_database(url: &SecretString) -> Result<DatabaseConnection, StartupError> {
+pub async fn connect_database(url: &SecretString, pool_size: u32) -> Result<DatabaseConnection, StartupError> {
     ensure_database_exists(url).await?;
-    let db = open(url).await?;
+    let db = open(url, pool_size).await?;
     Migrator::up(&db, None).await.map_err(StartupError::Migration)?;
     Ok(db)
 }
 
-async fn open(url: &SecretString) -> Result<DatabaseConnection, StartupError> {
+async fn open(url: &SecretString, pool_size: u32) -> Result<DatabaseConnection, StartupError> {
     let mut options = ConnectOptions::new(url.expose_secret().to_owned());
     options
-        .max_connections(16)
+        .max_connections(pool_size)
         .min_connections(1)
         .connect_timeout(std::time::Duration::from_secs(5))
         .acquire_timeout(std::time::Duration::from_secs(10))
@@ -197,7 +197,7 @@ async fn ensure_database_exists(url: &SecretString) -> Result<(), StartupError> 
         return Ok(());
     }
     parsed.set_path("/postgres");
-    let admin = open(&SecretString::from(parsed.to_string())).await?;
+    let admin = open(&SecretString::from(parsed.to_string()), 1).await?;
     let backend = admin.get_database_backend();
     let exists = admin
         .query_one_raw(Statement::from_sql_and_values(

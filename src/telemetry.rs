@@ -8,12 +8,21 @@ use crate::settings::LogFormat;
 
 pub const DEFAULT_FILTER: &str = "info,lapin=warn,amq_protocol=warn,sqlx=warn,sea_orm=warn,sea_orm_migration=warn";
 
-/// Installs the global subscriber; a second call (tests) keeps the first.
+/// Installs the global subscriber, filtered by `RUST_LOG` or [`DEFAULT_FILTER`]; a second call
+/// keeps the first.
 pub fn init<W>(format: LogFormat, writer: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| DEFAULT_FILTER.to_owned());
+    init_with_filter(format, writer, &filter);
+}
+
+pub fn init_with_filter<W>(format: LogFormat, writer: W, filter: &str)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),

@@ -1,0 +1,302 @@
+//! `World::spawn()`: a fresh database, exchange and queues named for this test alone, a real
+//! authorization server, the worker running in-process on them, and a hub client that publishes
+//! events and awaits the worker's answers.
+
+pub mod logs;
+pub mod peer;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use praisma_worker::bus::consumer::Faults;
+use praisma_worker::bus::hub_client::{HubClient, Received};
+use praisma_worker::bus::{self, topology};
+use praisma_worker::platform::Catalogue;
+use praisma_worker::platform::catalogue::parse_definitions;
+use praisma_worker::settings::{BusSettings, Settings};
+use praisma_worker::startup::{StartupError, Worker};
+use praisma_worker::vault::Vault;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use peer::{Peer, REDIRECT_URI};
+
+/// How long a test waits for an outcome before failing.
+pub const WAIT: Duration = Duration::from_secs(15);
+/// How long a test waits to be sure something did *not* arrive.
+pub const QUIET: Duration = Duration::from_millis(750);
+
+pub const ADMIN_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+struct RunningWorker {
+    shutdown: CancellationToken,
+    handle: JoinHandle<Result<(), StartupError>>,
+}
+
+pub struct World {
+    pub settings: Settings,
+    pub db: DatabaseConnection,
+    pub hub: HubClient,
+    pub peer: Peer,
+    pub tenant: String,
+    pub vault: Vault,
+    db_name: String,
+    workers: Vec<RunningWorker>,
+}
+
+/// Where the platform sent the browser back to.
+#[derive(Debug, Clone)]
+pub struct Callback {
+    pub params: BTreeMap<String, String>,
+}
+
+impl Callback {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+}
+
+impl World {
+    pub async fn spawn() -> World {
+        logs::install();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let db_name = format!("test_{id}");
+        let peer = Peer::start(3600);
+        let mut vars = BTreeMap::new();
+        vars.insert(
+            "PRAISMA_DATABASE_URL".to_owned(),
+            format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
+        );
+        vars.insert("PRAISMA_DATABASE_POOL_SIZE".to_owned(), "4".to_owned());
+        vars.insert(
+            "PRAISMA_PROVIDER_OIDC_TEST_CLIENT_ID".to_owned(),
+            peer::CLIENT_ID.to_owned(),
+        );
+        vars.insert(
+            "PRAISMA_PROVIDER_OIDC_TEST_CLIENT_SECRET".to_owned(),
+            peer.client_secret.clone(),
+        );
+        vars.insert("PRAISMA_SHUTDOWN_GRACE_SECONDS".to_owned(), "5".to_owned());
+        vars.insert("PRAISMA_EVENT_LEASE_SECONDS".to_owned(), "1".to_owned());
+        let mut settings = Settings::from_vars(vars).expect("test settings are valid");
+        settings.bus = BusSettings::namespaced(&format!("test.{id}"));
+        let vault_spec = Vault::ephemeral_spec();
+        let vault = Vault::from_spec(&vault_spec).expect("ephemeral key");
+        settings.vault_keys = Some(vault_spec);
+
+        let catalogue = catalogue_for(&peer, &settings);
+        let first = spawn_worker(&settings, catalogue).await;
+        let world = World {
+            hub: HubClient::connect(&settings.amqp_url, &settings.bus.exchange)
+                .await
+                .expect("RabbitMQ at 127.0.0.1:5672"),
+            db: Database::connect(settings.database_url.expose_secret())
+                .await
+                .expect("the test database"),
+            settings,
+            peer,
+            tenant: format!("tenant_{}", &id[..8]),
+            vault,
+            db_name,
+            workers: vec![first.0],
+        };
+        world
+    }
+
+    /// Starts one more worker on this world's database and queues; returns its fault switches.
+    pub async fn start_worker(&mut self) -> Arc<Faults> {
+        let (running, faults) = spawn_worker(&self.settings, catalogue_for(&self.peer, &self.settings)).await;
+        self.workers.push(running);
+        faults
+    }
+
+    /// The fault switches of a worker started with [`World::start_worker_with_faults`].
+    pub async fn start_worker_with_faults(&mut self) -> Arc<Faults> {
+        self.start_worker().await
+    }
+
+    /// Waits for every worker to stop (after a shutdown or a simulated crash).
+    pub async fn join_workers(&mut self) {
+        for worker in self.workers.drain(..) {
+            worker.shutdown.cancel();
+            let result = tokio::time::timeout(WAIT, worker.handle).await;
+            assert!(
+                matches!(result, Ok(Ok(Ok(())))),
+                "the worker stopped cleanly: {result:?}"
+            );
+        }
+    }
+
+    pub fn event(&self, event_type: &str, data: Value) -> Value {
+        HubClient::event(&self.tenant, event_type, data)
+    }
+
+    /// Publishes and waits for the final outcome on the exchange.
+    pub async fn request(&self, event: &Value) -> Received {
+        self.hub.publish(event, false).await.expect("published");
+        let id = event["id"].as_str().expect("an id");
+        self.hub
+            .outcome(id, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("no outcome for {} within {WAIT:?}", event["type"]))
+    }
+
+    pub fn consent_request(&self, channel: &str, capabilities: &[&str]) -> Value {
+        self.event(
+            "ConsentUrlRequested",
+            json!({ "channel_id": channel, "provider": "oidc_test", "capabilities": capabilities, "redirect_uri": REDIRECT_URI }),
+        )
+    }
+
+    /// The user's browser: follows the authorization URL through the server's login and consent,
+    /// leaving `deny` unticked (or refusing everything), and stops at the redirect to the hub.
+    pub async fn user_consents(&self, authorization_url: &str, deny: &[&str], refuse: bool) -> Callback {
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_store(true)
+            .build()
+            .expect("a browser");
+        let mut url = url::Url::parse(authorization_url).expect("the authorization URL parses");
+        for _ in 0..10 {
+            let response = browser
+                .get(url.clone())
+                .send()
+                .await
+                .expect("the authorization server answers");
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_else(|| panic!("expected a redirect from {url}, got {}", response.status()))
+                .to_owned();
+            let mut next = url.join(&location).expect("a valid redirect");
+            if next.as_str().starts_with(REDIRECT_URI) {
+                return Callback {
+                    params: next.query_pairs().into_owned().collect(),
+                };
+            }
+            if next.path().starts_with("/interaction/") {
+                if refuse {
+                    next.query_pairs_mut().append_pair("refuse", "1");
+                } else if !deny.is_empty() {
+                    next.query_pairs_mut().append_pair("deny", &deny.join(","));
+                }
+            }
+            url = next;
+        }
+        panic!("the authorization flow did not come back to the hub");
+    }
+
+    /// Consent URL → the user consents → the callback, for `channel`.
+    pub async fn connect_channel(&self, channel: &str, capabilities: &[&str], deny: &[&str]) -> (Received, Callback) {
+        let issued = self.request(&self.consent_request(channel, capabilities)).await;
+        assert_eq!(issued.event_type(), "ConsentUrlIssued", "{:?}", issued.event);
+        let url = issued.event["data"]["authorization_url"]
+            .as_str()
+            .expect("a URL")
+            .to_owned();
+        let callback = self.user_consents(&url, deny, false).await;
+        let connect = self.connect_request(&callback);
+        let established = self.request(&connect).await;
+        (established, callback)
+    }
+
+    pub fn connect_request(&self, callback: &Callback) -> Value {
+        self.event(
+            "ConnectRequested",
+            json!({ "state": callback.get("state"), "code": callback.get("code") }),
+        )
+    }
+
+    pub async fn query(&self, sql: &str, values: Vec<sea_orm::Value>) -> Vec<sea_orm::QueryResult> {
+        self.db
+            .query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+            .await
+            .expect("query runs")
+    }
+
+    pub async fn count(&self, sql: &str, values: Vec<sea_orm::Value>) -> i64 {
+        let rows = self.query(sql, values).await;
+        rows.first()
+            .map(|r| r.try_get_by_index::<i64>(0).expect("a count"))
+            .unwrap_or(0)
+    }
+
+    /// Every row of every table, as JSON text: what a `pg_dump` would show of the data.
+    pub async fn dump_tables(&self) -> String {
+        let mut dump = String::new();
+        for table in [
+            "channels",
+            "channel_tokens",
+            "authorizations",
+            "inbox",
+            "outbox",
+            "audit_log",
+        ] {
+            for row in self
+                .query(&format!("SELECT row_to_json(t)::text AS j FROM {table} t"), vec![])
+                .await
+            {
+                dump.push_str(&row.try_get::<String>("", "j").expect("json text"));
+                dump.push('\n');
+            }
+        }
+        dump
+    }
+
+    pub async fn dead_letters(&self) -> Vec<Received> {
+        self.hub
+            .drain_queue(&self.settings.bus.dead_letter_queue)
+            .await
+            .expect("the dead-letter queue")
+    }
+
+    /// Waits until the dead-letter queue has received `count` messages.
+    pub async fn wait_dead_letters(&self, count: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut taken = Vec::new();
+        while taken.len() < count && tokio::time::Instant::now() < deadline {
+            taken.extend(self.dead_letters().await);
+            if taken.len() < count {
+                // basic.get has no push notification; this polls the broker, it does not wait on time.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        taken
+    }
+
+    pub async fn teardown(mut self) {
+        self.join_workers().await;
+        if let Ok(connection) = bus::connect(&self.settings.amqp_url, "test-teardown").await {
+            if let Ok(channel) = connection.create_channel().await {
+                let _ = topology::delete(&channel, &self.settings.bus).await;
+            }
+            let _ = connection.close(200, "done".into()).await;
+        }
+        let _ = self.db.clone().close().await;
+        if let Ok(admin) = Database::connect(ADMIN_DATABASE_URL).await {
+            let _ = admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name))
+                .await;
+        }
+    }
+}
+
+fn catalogue_for(peer: &Peer, settings: &Settings) -> Catalogue {
+    let definitions = parse_definitions(&peer.catalogue_entry()).expect("test catalogue parses");
+    Catalogue::build(definitions, settings).expect("test catalogue builds")
+}
+
+async fn spawn_worker(settings: &Settings, catalogue: Catalogue) -> (RunningWorker, Arc<Faults>) {
+    let worker = Worker::build(settings.clone(), catalogue)
+        .await
+        .expect("the worker starts");
+    let faults = worker.faults();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(worker.run_until_stopped(shutdown.clone()));
+    (RunningWorker { shutdown, handle }, faults)
+}

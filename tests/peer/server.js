@@ -1,0 +1,119 @@
+// A real OAuth 2.0 authorization server for the worker's integration tests: oidc-provider with
+// PKCE required, refresh-token rotation, RFC 7009 revocation and introspection, plus
+//   - /interaction/:uid, which completes login and consent without a browser
+//     (`?deny=a,b` leaves those scopes unticked; `?refuse=1` refuses altogether);
+//   - /api/me, a resource server that accepts only tokens carrying `user.read`;
+//   - /_test/stats, call counters the tests assert on.
+// Prints {"issuer": "..."} on stdout once listening; exits when stdin closes, so it never
+// outlives the test process that started it.
+import http from 'node:http';
+import Provider from 'oidc-provider';
+
+const clientId = process.env.PEER_CLIENT_ID ?? 'praisma-worker';
+const clientSecret = process.env.PEER_CLIENT_SECRET ?? 'test-secret';
+const redirectUri = process.env.PEER_REDIRECT_URI ?? 'http://127.0.0.1:9/hub/oauth/callback';
+const accessTtl = Number(process.env.PEER_ACCESS_TTL ?? 3600);
+const resourceScopes = 'user.read posts.read posts.write insights.read messages.read messages.write';
+
+const stats = { token_calls: 0, revocations: 0, api_calls: 0 };
+
+const server = http.createServer();
+server.listen(0, '127.0.0.1', () => {
+  const { port } = server.address();
+  const issuer = `http://127.0.0.1:${port}`;
+  const api = `${issuer}/api/`;
+  const provider = new Provider(issuer, {
+    clients: [{
+      client_id: clientId,
+      client_secret: clientSecret,
+      redirect_uris: [redirectUri],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+    }],
+    pkce: { required: () => true },
+    scopes: ['openid', 'offline_access'],
+    features: {
+      devInteractions: { enabled: false },
+      revocation: { enabled: true },
+      introspection: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => api,
+        useGrantedResource: () => true,
+        getResourceServerInfo: () => ({ scope: resourceScopes, accessTokenFormat: 'opaque', accessTokenTTL: accessTtl }),
+      },
+    },
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    rotateRefreshToken: true,
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
+    cookies: { keys: ['praisma-test-cookie-key'] },
+    ttl: { AccessToken: accessTtl, AuthorizationCode: 60, Interaction: 600, Session: 600, Grant: 86400, RefreshToken: 86400 },
+  });
+  provider.proxy = false;
+  const callback = provider.callback();
+
+  server.on('request', async (req, res) => {
+    try {
+      const url = new URL(req.url, issuer);
+      if (url.pathname.startsWith('/interaction/')) return await interact(provider, api, req, res, url);
+      if (url.pathname === '/api/me') return await me(provider, req, res);
+      if (url.pathname === '/_test/stats') {
+        res.setHeader('content-type', 'application/json');
+        return res.end(JSON.stringify(stats));
+      }
+      if (req.method === 'POST' && url.pathname === '/token') stats.token_calls += 1;
+      if (req.method === 'POST' && url.pathname === '/token/revocation') stats.revocations += 1;
+      return callback(req, res);
+    } catch (error) {
+      res.statusCode = 500;
+      res.end(String(error?.message ?? error));
+    }
+  });
+  process.stdout.write(`${JSON.stringify({ issuer })}\n`);
+});
+
+async function interact(provider, api, req, res, url) {
+  const details = await provider.interactionDetails(req, res);
+  if (url.searchParams.get('refuse') === '1') {
+    return provider.interactionFinished(req, res, {
+      error: 'access_denied', error_description: 'End-User aborted interaction',
+    }, { mergeWithLastSubmission: false });
+  }
+  const accountId = 'user-1';
+  const deny = new Set((url.searchParams.get('deny') ?? '').split(',').filter(Boolean));
+  const requested = String(details.params.scope ?? '').split(' ').filter(Boolean);
+  const grant = new provider.Grant({ accountId, clientId: details.params.client_id });
+  const oidc = requested.filter((s) => s === 'openid' || s === 'offline_access');
+  if (oidc.length) grant.addOIDCScope(oidc.join(' '));
+  const resource = requested.filter((s) => !oidc.includes(s));
+  const granted = resource.filter((s) => !deny.has(s));
+  const rejected = resource.filter((s) => deny.has(s));
+  if (granted.length) grant.addResourceScope(api, granted.join(' '));
+  if (rejected.length) grant.rejectResourceScope(api, rejected.join(' '));
+  const grantId = await grant.save();
+  return provider.interactionFinished(req, res, {
+    login: { accountId }, consent: { grantId },
+  }, { mergeWithLastSubmission: false });
+}
+
+async function me(provider, req, res) {
+  stats.api_calls += 1;
+  const header = req.headers.authorization ?? '';
+  const token = header.startsWith('Bearer ') ? await provider.AccessToken.find(header.slice(7)) : undefined;
+  res.setHeader('content-type', 'application/json');
+  if (!token) {
+    res.statusCode = 401;
+    return res.end(JSON.stringify({ error: 'invalid_token' }));
+  }
+  if (!String(token.scope ?? '').split(' ').includes('user.read')) {
+    res.statusCode = 403;
+    return res.end(JSON.stringify({ error: 'insufficient_scope' }));
+  }
+  return res.end(JSON.stringify({ id: token.accountId, scope: token.scope }));
+}
+
+process.stdin.resume();
+process.stdin.on('end', () => process.exit(0));
+process.stdin.on('close', () => process.exit(0));
