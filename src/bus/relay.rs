@@ -35,19 +35,27 @@ impl Relay {
     pub async fn run(self, stop: CancellationToken) {
         let mut failures = 0u32;
         loop {
+            // Read before draining: everything committed before `stop` was cancelled is then
+            // seen by this drain, which is the last one.
+            let stopping = stop.is_cancelled();
             match self.drain().await {
                 Ok(()) => failures = 0,
+                Err(error) if stopping => {
+                    tracing::warn!(%error, "the final outbox flush failed; the next worker publishes what is left");
+                    return;
+                }
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     let delay = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "outbox relay failed; retrying");
                     tokio::select! {
-                        _ = tokio::time::sleep(delay) => continue,
-                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.cancelled() => {}
                     }
+                    continue;
                 }
             }
-            if stop.is_cancelled() {
+            if stopping {
                 return;
             }
             tokio::select! {

@@ -90,7 +90,7 @@ impl World {
 
         let catalogue = catalogue_for(&peer, &settings);
         let first = spawn_worker(&settings, catalogue).await;
-        let world = World {
+        World {
             hub: HubClient::connect(&settings.amqp_url, &settings.bus.exchange)
                 .await
                 .expect("RabbitMQ at 127.0.0.1:5672"),
@@ -103,8 +103,7 @@ impl World {
             vault,
             db_name,
             workers: vec![first.0],
-        };
-        world
+        }
     }
 
     /// Starts one more worker on this world's database and queues; returns its fault switches.
@@ -117,6 +116,28 @@ impl World {
     /// The fault switches of a worker started with [`World::start_worker_with_faults`].
     pub async fn start_worker_with_faults(&mut self) -> Arc<Faults> {
         self.start_worker().await
+    }
+
+    /// Stops the worker started first, gracefully.
+    pub async fn join_first_worker(&mut self) {
+        let worker = self.workers.remove(0);
+        worker.shutdown.cancel();
+        let result = tokio::time::timeout(WAIT, worker.handle).await;
+        assert!(
+            matches!(result, Ok(Ok(Ok(())))),
+            "the worker stopped cleanly: {result:?}"
+        );
+    }
+
+    /// Waits until every running worker has stopped by itself (a simulated crash).
+    pub async fn wait_for_crash(&mut self) {
+        for worker in self.workers.drain(..) {
+            let result = tokio::time::timeout(WAIT, worker.handle).await;
+            assert!(
+                matches!(result, Ok(Ok(Ok(())))),
+                "the worker crashed as injected: {result:?}"
+            );
+        }
     }
 
     /// Waits for every worker to stop (after a shutdown or a simulated crash).
