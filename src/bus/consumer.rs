@@ -124,36 +124,18 @@ impl DeliveryTask {
                     Ok(()) => delivery.ack(BasicAckOptions::default()).await.map(|_| "dead_lettered"),
                     Err(error) => {
                         tracing::warn!(%error, "dead-lettering failed; the message goes back to the queue");
-                        delivery
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                ..Default::default()
-                            })
-                            .await
-                            .map(|_| "requeued")
+                        requeue(&delivery).await
                     }
                 }
             }
             Err(HandlerError::Busy) => {
                 // Another replica holds this event's lease; let it finish before looking again.
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|_| "requeued")
+                requeue(&delivery).await
             }
             Err(error) => {
                 tracing::error!(%error, "handling failed after retries; the message goes back to the queue");
-                delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|_| "requeued")
+                requeue(&delivery).await
             }
         };
         match outcome {
@@ -188,6 +170,14 @@ impl DeliveryTask {
             )
             .await
     }
+}
+
+async fn requeue(delivery: &AmqpDelivery) -> Result<&'static str, lapin::Error> {
+    let options = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    delivery.nack(options).await.map(|_| "requeued")
 }
 
 fn take_fault(counter: &AtomicUsize) -> bool {

@@ -10,9 +10,10 @@ use uuid::Uuid;
 use super::Inbound;
 use crate::audit::{AuditEntry, hex};
 use crate::contract::envelope::{CONTENT_TYPE, SPEC_VERSION, WORKER_SOURCE};
-use crate::contract::outbound::{AuditRecorded, OutboundEvent};
+use crate::contract::outbound::{AuditRecorded, ConnectionFailed, OutboundEvent};
 use crate::contract::{OutboundEnvelope, TraceParent};
-use crate::domain::TenantId;
+use crate::domain::{ChannelId, TenantId};
+use crate::platform::PlatformError;
 use crate::store::{self, outbox::NewMessage};
 
 pub struct Answer<'a> {
@@ -78,6 +79,33 @@ impl<'a> Answer<'a> {
         };
         let routing_key = format!("{}{}", AuditRecorded::ROUTING_KEY_PREFIX, entry.action);
         self.push(AuditRecorded::TYPE, routing_key, &record, None, true);
+        Ok(())
+    }
+
+    /// Audits a failed authorization under `action` and answers `ConnectionFailed`.
+    pub async fn refuse_connection(
+        &mut self,
+        db: &impl ConnectionTrait,
+        channel: Option<ChannelId>,
+        action: &'static str,
+        error: &PlatformError,
+        mut details: Value,
+    ) -> Result<(), DbErr> {
+        details["error_code"] = serde_json::json!(error.code);
+        let entry = AuditEntry {
+            channel: channel.clone(),
+            action,
+            outcome: "failure",
+            origin: self.origin(),
+            details,
+        };
+        self.audit(db, entry).await?;
+        self.finish(&ConnectionFailed {
+            channel_id: channel,
+            error_code: error.code,
+            message: error.message.to_owned(),
+            retryable: error.is_transient(),
+        });
         Ok(())
     }
 

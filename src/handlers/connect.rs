@@ -14,7 +14,7 @@ use super::consent_url::hash_state;
 use super::{Answer, Begun, Context, Disposition, HandlerError, Inbound, begin, complete};
 use crate::audit::{AuditEntry, action, hex};
 use crate::contract::inbound::ConnectRequested;
-use crate::contract::outbound::{ConnectionEstablished, ConnectionFailed};
+use crate::contract::outbound::ConnectionEstablished;
 use crate::domain::secrets::{AuthCode, PkceVerifier};
 use crate::domain::{Capability, ChannelId, ErrorCode, ScopeSet};
 use crate::platform::{PlatformError, Provider, TokenGrant};
@@ -166,22 +166,11 @@ async fn claim_state(
                 "the platform returned an error instead of a code",
             )
         };
-        let details =
-            json!({ "provider": authorization.provider, "error_code": code, "platform_error": platform_error });
-        let entry = AuditEntry {
-            channel: channel.clone(),
-            action: action::AUTHORIZATION_DENIED,
-            outcome: "failure",
-            origin: answer.origin(),
-            details,
-        };
-        answer.audit(&txn, entry).await?;
-        answer.finish(&ConnectionFailed {
-            channel_id: channel,
-            error_code: code,
-            message: message.into(),
-            retryable: false,
-        });
+        let details = json!({ "provider": authorization.provider, "platform_error": platform_error });
+        let denied = PlatformError::new(code, message);
+        answer
+            .refuse_connection(&txn, channel, action::AUTHORIZATION_DENIED, &denied, details)
+            .await?;
         complete(ctx, txn, inbound, answer).await?;
         return Ok(FirstStep::Answered);
     }
@@ -340,20 +329,7 @@ async fn refuse(
     channel: Option<ChannelId>,
     error: &PlatformError,
 ) -> Result<(), HandlerError> {
-    let details = json!({ "error_code": error.code });
-    let entry = AuditEntry {
-        channel: channel.clone(),
-        action: action::AUTHORIZATION_FAILED,
-        outcome: "failure",
-        origin: answer.origin(),
-        details,
-    };
-    answer.audit(txn, entry).await?;
-    answer.finish(&ConnectionFailed {
-        channel_id: channel,
-        error_code: error.code,
-        message: error.message.to_owned(),
-        retryable: error.is_transient(),
-    });
-    Ok(())
+    Ok(answer
+        .refuse_connection(txn, channel, action::AUTHORIZATION_FAILED, error, json!({}))
+        .await?)
 }

@@ -11,10 +11,10 @@ use sha2::{Digest, Sha256};
 use super::{Answer, Begun, Context, Disposition, HandlerError, Inbound, begin, complete};
 use crate::audit::{AuditEntry, action, hex};
 use crate::contract::inbound::ConsentUrlRequested;
-use crate::contract::outbound::{ConnectionFailed, ConsentUrlIssued};
+use crate::contract::outbound::ConsentUrlIssued;
 use crate::domain::ErrorCode;
 use crate::domain::secrets::StateToken;
-use crate::platform::OAuthClient;
+use crate::platform::{OAuthClient, PlatformError};
 use crate::store::{self, authorizations::NewAuthorization};
 use crate::vault::{Binding, SecretKind};
 
@@ -49,21 +49,11 @@ pub async fn handle(
             answer.finish(&issued);
         }
         Err((code, message)) => {
-            let details = json!({ "provider": request.provider, "error_code": code });
-            let entry = AuditEntry {
-                channel: channel.clone(),
-                action: action::AUTHORIZATION_FAILED,
-                outcome: "failure",
-                origin: answer.origin(),
-                details,
-            };
-            answer.audit(&txn, entry).await?;
-            answer.finish(&ConnectionFailed {
-                channel_id: channel,
-                error_code: code,
-                message: message.into(),
-                retryable: false,
-            });
+            let error = PlatformError::new(code, message);
+            let details = json!({ "provider": request.provider });
+            answer
+                .refuse_connection(&txn, channel, action::AUTHORIZATION_FAILED, &error, details)
+                .await?;
         }
     }
     complete(ctx, txn, inbound, answer).await

@@ -210,10 +210,7 @@ async fn a_replayed_state_is_refused_without_calling_the_platform() {
 #[tokio::test]
 async fn an_expired_state_is_refused_without_calling_the_platform() {
     let world = World::spawn().await;
-    let issued = world.request(&world.consent_request("page-5", &["profile.read"])).await;
-    let callback = world
-        .user_consents(issued.event["data"]["authorization_url"].as_str().unwrap(), &[], false)
-        .await;
+    let callback = world.consent_callback("page-5", &["profile.read"], &[]).await;
     // The user took longer than the state's lifetime.
     world
         .query(
@@ -230,10 +227,7 @@ async fn an_expired_state_is_refused_without_calling_the_platform() {
 #[tokio::test]
 async fn another_tenants_state_is_unknown_and_leaks_nothing() {
     let world = World::spawn().await;
-    let issued = world.request(&world.consent_request("page-6", &["profile.read"])).await;
-    let callback = world
-        .user_consents(issued.event["data"]["authorization_url"].as_str().unwrap(), &[], false)
-        .await;
+    let callback = world.consent_callback("page-6", &["profile.read"], &[]).await;
     let mut foreign = world.connect_request(&callback);
     foreign["tenantid"] = json!("tenant_other");
     let failed = world.request(&foreign).await;
@@ -284,10 +278,7 @@ async fn consent_requests_outside_the_catalogue_are_refused_with_their_codes() {
 #[tokio::test]
 async fn a_duplicate_event_has_one_effect_and_the_same_outcome_id() {
     let world = World::spawn().await;
-    let issued = world.request(&world.consent_request("page-7", &["profile.read"])).await;
-    let callback = world
-        .user_consents(issued.event["data"]["authorization_url"].as_str().unwrap(), &[], false)
-        .await;
+    let callback = world.consent_callback("page-7", &["profile.read"], &[]).await;
     let connect = world.connect_request(&callback);
     let first = world.request(&connect).await;
     assert_eq!(first.event_type(), "ConnectionEstablished");

@@ -6,10 +6,7 @@ use crate::common::{WAIT, World};
 #[tokio::test]
 async fn a_crash_between_commit_and_ack_redelivers_with_one_effect_and_the_same_outcome() {
     let mut world = World::spawn().await;
-    let issued = world.request(&world.consent_request("page-1", &["profile.read"])).await;
-    let callback = world
-        .user_consents(issued.event["data"]["authorization_url"].as_str().unwrap(), &[], false)
-        .await;
+    let callback = world.consent_callback("page-1", &["profile.read"], &[]).await;
 
     let faults = world.start_worker_with_faults().await;
     // Only the faulty worker may take the next delivery.

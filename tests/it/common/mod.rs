@@ -212,17 +212,22 @@ impl World {
         panic!("the authorization flow did not come back to the hub");
     }
 
-    /// Consent URL → the user consents → the callback, for `channel`.
-    pub async fn connect_channel(&self, channel: &str, capabilities: &[&str], deny: &[&str]) -> (Received, Callback) {
+    /// Consent URL → the user consents (leaving `deny` unticked) → the callback, not yet
+    /// forwarded to the worker.
+    pub async fn consent_callback(&self, channel: &str, capabilities: &[&str], deny: &[&str]) -> Callback {
         let issued = self.request(&self.consent_request(channel, capabilities)).await;
         assert_eq!(issued.event_type(), "ConsentUrlIssued", "{:?}", issued.event);
         let url = issued.event["data"]["authorization_url"]
             .as_str()
             .expect("a URL")
             .to_owned();
-        let callback = self.user_consents(&url, deny, false).await;
-        let connect = self.connect_request(&callback);
-        let established = self.request(&connect).await;
+        self.user_consents(&url, deny, false).await
+    }
+
+    /// The whole connect flow for `channel`: returns the worker's answer and the callback.
+    pub async fn connect_channel(&self, channel: &str, capabilities: &[&str], deny: &[&str]) -> (Received, Callback) {
+        let callback = self.consent_callback(channel, capabilities, deny).await;
+        let established = self.request(&self.connect_request(&callback)).await;
         (established, callback)
     }
 
