@@ -19,6 +19,10 @@ pub mod action {
     pub const AUTHORIZATION_DENIED: &str = "authorization.denied";
     pub const AUTHORIZATION_FAILED: &str = "authorization.failed";
     pub const EVENT_REJECTED: &str = "event.rejected";
+    pub const TOKEN_REFRESHED: &str = "token.refreshed";
+    pub const TOKEN_REFRESH_FAILED: &str = "token.refresh_failed";
+    pub const TOKEN_REFRESH_DISCARDED: &str = "token.refresh_discarded";
+    pub const CONNECTION_REAUTH_REQUIRED: &str = "connection.reauth_required";
 }
 
 #[derive(Debug, Clone)]
@@ -64,11 +68,6 @@ impl ChainLink<'_> {
         hasher.update(canonical.to_string().as_bytes());
         hasher.finalize().into()
     }
-}
-
-/// PostgreSQL keeps microseconds; hashing anything finer would not verify later.
-pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
 }
 
 pub fn hex(bytes: &[u8]) -> String {

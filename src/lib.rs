@@ -28,10 +28,12 @@
 pub mod audit;
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod contract;
 pub mod demo;
 pub mod domain;
 pub mod handlers;
+pub mod jobs;
 pub mod platform;
 pub mod random;
 pub mod sandbox;

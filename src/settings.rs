@@ -10,6 +10,7 @@ use secrecy::SecretString;
 
 use crate::domain::ProviderName;
 use crate::domain::secrets::ClientSecret;
+use crate::jobs::policy::RefreshPolicy;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -28,6 +29,9 @@ pub struct Settings {
     pub outbox_poll: Duration,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    pub refresh: RefreshPolicy,
+    pub job_poll: Duration,
+    pub job_concurrency: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +150,17 @@ impl Settings {
             outbox_poll: Duration::from_millis(number("PRAISMA_OUTBOX_POLL_MS", 1_000)?),
             shutdown_grace: Duration::from_secs(number("PRAISMA_SHUTDOWN_GRACE_SECONDS", 30)?),
             log_format,
+            refresh: RefreshPolicy {
+                lead_percent: u32::try_from(number("PRAISMA_REFRESH_LEAD_PERCENT", 20)?.min(100)).unwrap_or(20),
+                lead_min: Duration::from_secs(number("PRAISMA_REFRESH_LEAD_MIN_SECONDS", 60)?),
+                lead_max: Duration::from_secs(number("PRAISMA_REFRESH_LEAD_MAX_SECONDS", 3_600)?),
+                retry_min: Duration::from_millis(number("PRAISMA_REFRESH_RETRY_MIN_MS", 500)?),
+                retry_max: Duration::from_millis(number("PRAISMA_REFRESH_RETRY_MAX_MS", 300_000)?),
+                max_attempts: u32::try_from(number("PRAISMA_REFRESH_MAX_ATTEMPTS", 8)?.max(1)).unwrap_or(8),
+                debounce: Duration::from_secs(number("PRAISMA_REFRESH_DEBOUNCE_SECONDS", 60)?),
+            },
+            job_poll: Duration::from_millis(number("PRAISMA_JOB_POLL_MS", 1_000)?.max(10)),
+            job_concurrency: usize::try_from(number("PRAISMA_JOB_CONCURRENCY", 16)?.max(1)).unwrap_or(16),
         };
         if settings.state_ttl.is_zero() {
             return Err(SettingsError("PRAISMA_STATE_TTL_SECONDS must be more than 0".into()));

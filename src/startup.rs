@@ -17,6 +17,7 @@ use crate::bus::publisher::Publisher;
 use crate::bus::relay::Relay;
 use crate::bus::{self, topology};
 use crate::handlers::Context;
+use crate::jobs::Scheduler;
 use crate::platform::{Catalogue, OAuthClient};
 use crate::settings::Settings;
 use crate::vault::Vault;
@@ -76,6 +77,7 @@ impl Worker {
             oauth,
             settings: Arc::new(settings),
             outbox_ready: Arc::new(Notify::new()),
+            jobs_ready: Arc::new(Notify::new()),
         };
         Ok(Self {
             ctx,
@@ -121,12 +123,15 @@ impl Worker {
         };
         let stop_consuming = CancellationToken::new();
         let mut consumer_task = tokio::spawn(consumer.run(stop_consuming.clone(), tracker.clone()));
+        let scheduler = Scheduler { ctx: self.ctx.clone() };
+        let scheduler_task = tokio::spawn(scheduler.run(stop_consuming.clone(), tracker.clone()));
 
         let consumer_result = tokio::select! {
             _ = shutdown.cancelled() => None,
             _ = crash.cancelled() => {
                 // A simulated crash: no draining, no acks; the broker redelivers what was unacked.
                 consumer_task.abort();
+                scheduler_task.abort();
                 relay_task.abort();
                 let _ = self.connection.close(320, "simulated crash".into()).await;
                 return Ok(());
@@ -139,6 +144,7 @@ impl Worker {
             if consumer_result.is_none() {
                 let _ = (&mut consumer_task).await;
             }
+            let _ = scheduler_task.await;
             tracker.close();
             tracker.wait().await;
             stop_relay.cancel();

@@ -6,4 +6,6 @@ pub mod authorizations;
 pub mod channel_tokens;
 pub mod channels;
 pub mod inbox;
+pub mod job_waiters;
+pub mod jobs;
 pub mod outbox;

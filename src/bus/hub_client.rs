@@ -38,6 +38,12 @@ impl Received {
     pub fn is_audit(&self) -> bool {
         self.event_type() == "AuditRecorded"
     }
+
+    /// Every outcome is final except a refresh attempt that will be retried.
+    pub fn is_final_outcome(&self) -> bool {
+        let retrying = self.event_type() == "TokenRefreshFailed" && self.event["data"]["retryable"] == true;
+        !self.is_audit() && !retrying
+    }
 }
 
 pub struct HubClient {
@@ -173,10 +179,10 @@ impl HubClient {
         }
     }
 
-    /// The worker's final (non-audit) answer to an event, from the exchange.
+    /// The worker's final answer to an event, from the exchange.
     pub async fn outcome(&self, correlation_id: &str, timeout: Duration) -> Option<Received> {
         self.wait_for(timeout, |r| {
-            !r.via_reply && !r.is_audit() && r.event["correlationid"].as_str() == Some(correlation_id)
+            !r.via_reply && r.is_final_outcome() && r.event["correlationid"].as_str() == Some(correlation_id)
         })
         .await
     }

@@ -1,7 +1,6 @@
 //! Collects what one event's transaction publishes: outcomes and audit records, all as
 //! CloudEvents in the outbox, committed with the effects they describe.
 
-use chrono::Utc;
 use sea_orm::{ConnectionTrait, DbErr};
 use serde::Serialize;
 use serde_json::Value;
@@ -37,17 +36,19 @@ impl<'a> Answer<'a> {
         }
     }
 
-    /// For a message that could not be attributed to an event (or a tenant).
-    pub fn detached(
+    /// An answer not tied to a delivery being handled: a job answering the events that wait
+    /// on it, a rejected message, or the worker's own schedule (no correlation).
+    pub fn new(
         tenant: &'a TenantId,
         correlation_id: Option<&'a str>,
+        origin: &'a str,
         span: TraceParent,
         reply_to: Option<&'a str>,
     ) -> Self {
         Self {
             tenant,
             correlation_id,
-            origin: "unknown",
+            origin,
             span,
             reply_to,
             messages: Vec::new(),
@@ -135,7 +136,7 @@ impl<'a> Answer<'a> {
             id,
             source: WORKER_SOURCE,
             event_type,
-            time: Utc::now(),
+            time: crate::clock::now(),
             tenantid: self.tenant.as_str(),
             correlationid: self.correlation_id,
             traceparent: self.span.to_string(),

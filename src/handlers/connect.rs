@@ -5,7 +5,6 @@
 //! exchange with the same code: a platform that already redeemed it answers `invalid_grant` and,
 //! per RFC 6749 §4.1.2, revokes what it issued, so no grant is left dangling.
 
-use chrono::Utc;
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 use serde_json::json;
 use url::Url;
@@ -18,7 +17,7 @@ use crate::contract::outbound::ConnectionEstablished;
 use crate::domain::secrets::{AuthCode, PkceVerifier};
 use crate::domain::{Capability, ChannelId, ErrorCode, ScopeSet};
 use crate::platform::{PlatformError, Provider, TokenGrant};
-use crate::store::{self, channels::Connected, inbox};
+use crate::store::{self, channels::Connected, inbox, jobs::Schedule};
 use crate::vault::{Binding, Sealed, SecretKind};
 
 /// Everything the exchange needs once the first transaction has committed.
@@ -102,7 +101,9 @@ pub async fn handle(
             refuse(&txn, &mut answer, Some(channel), &error).await?;
         }
     }
-    complete(ctx, txn, inbound, answer).await
+    let disposition = complete(ctx, txn, inbound, answer).await?;
+    ctx.jobs_ready.notify_one();
+    Ok(disposition)
 }
 
 /// The first transaction: checks the state and spends it, or answers the refusal.
@@ -137,7 +138,7 @@ async fn claim_state(
         .is_some_and(|used_by| used_by != event_id);
     let early_refusal = if spent_by_other {
         Some(refusal(ErrorCode::StateReused, "the state was already used"))
-    } else if authorization.used_at.is_none() && authorization.expires_at <= Utc::now() {
+    } else if authorization.used_at.is_none() && authorization.expires_at <= crate::clock::now() {
         Some(refusal(
             ErrorCode::StateExpired,
             "the state expired before the user came back",
@@ -272,7 +273,7 @@ async fn store_grant(
     let expires_at = grant
         .expires_in
         .and_then(|lifetime| chrono::Duration::from_std(lifetime).ok())
-        .map(|lifetime| Utc::now() + lifetime);
+        .map(|lifetime| crate::clock::now() + lifetime);
     let row = store::channels::record_grant(
         txn,
         Connected {
@@ -310,6 +311,12 @@ async fn store_grant(
         }
         // A new grant without a refresh token must not inherit the previous grant's.
         None => store::tokens::delete(txn, tenant, row.id, SecretKind::RefreshToken).await?,
+    }
+    // The built-in schedule: refresh ahead of expiry with no external scheduler. A token that
+    // never expires, or that cannot be refreshed, gets no job.
+    if let (Some(lifetime), Some(_)) = (grant.expires_in, &grant.refresh_token) {
+        let next = ctx.settings.refresh.next_refresh(crate::clock::now(), lifetime);
+        store::jobs::schedule_refresh(txn, tenant, row.id, channel.as_str(), next, Schedule::Replace).await?;
     }
     Ok(ConnectionEstablished {
         channel_id: channel.clone(),

@@ -3,7 +3,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::Utc;
 use sea_orm::ConnectionTrait;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -117,7 +116,7 @@ async fn issue(
         ctx.vault.seal(&binding, verifier.expose_secret())
     });
     let ttl = chrono::Duration::from_std(ctx.settings.state_ttl).unwrap_or(chrono::Duration::minutes(10));
-    let expires_at = Utc::now() + ttl;
+    let expires_at = crate::clock::now() + ttl;
     let authorization_url = OAuthClient::authorization_url(provider, &scopes, &state, challenge, &request.redirect_uri);
     store::authorizations::insert(
         db,

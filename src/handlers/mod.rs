@@ -7,6 +7,7 @@ mod answer;
 mod connect;
 mod consent_url;
 mod rejected;
+mod token_expiring;
 
 use std::sync::Arc;
 
@@ -33,6 +34,8 @@ pub struct Context {
     pub settings: Arc<Settings>,
     /// Woken after every commit that wrote to the outbox.
     pub outbox_ready: Arc<Notify>,
+    /// Woken after every commit that made a job due.
+    pub jobs_ready: Arc<Notify>,
 }
 
 /// One delivery as the bus saw it.
@@ -90,7 +93,8 @@ pub async fn process(ctx: &Context, delivery: Delivery<'_>) -> Result<Dispositio
     match command {
         Command::ConsentUrlRequested(data) => consent_url::handle(ctx, &inbound, data).await,
         Command::ConnectRequested(data) => connect::handle(ctx, &inbound, data).await,
-        Command::TokenExpiring(_) | Command::RevokeRequested(_) | Command::OperationRequested(_) => {
+        Command::TokenExpiring(data) => token_expiring::handle(ctx, &inbound, data).await,
+        Command::RevokeRequested(_) | Command::OperationRequested(_) => {
             // Kept whole in the dead-letter queue, unanswered and not marked processed, so a
             // replay reaches the handler once this worker version has one.
             let rejected = RejectedEvent {

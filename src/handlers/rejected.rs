@@ -42,7 +42,7 @@ pub async fn handle(
     let span = TraceParent::child_of(rejected.traceparent.as_ref());
     let answerable = rejected.tenant.is_some() && event_id.is_some();
     let reply_to = if answerable { delivery.reply_to } else { None };
-    let mut answer = Answer::detached(&tenant, event_id, span, reply_to);
+    let mut answer = Answer::new(&tenant, event_id, "bus", span, reply_to);
     let known_type = rejected
         .event_type
         .as_deref()

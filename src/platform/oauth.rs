@@ -103,17 +103,7 @@ impl OAuthClient {
         verifier: Option<PkceVerifier>,
         redirect_uri: &Url,
     ) -> Result<TokenGrant, PlatformError> {
-        let definition = &provider.definition;
-        let mut client = BasicClient::new(ClientId::new(provider.client_id.clone()))
-            .set_token_uri(TokenUrl::from_url(definition.token_url.clone()))
-            .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()))
-            .set_auth_type(match definition.client_auth {
-                ClientAuth::Basic => oauth2::AuthType::BasicAuth,
-                ClientAuth::Post => oauth2::AuthType::RequestBody,
-            });
-        if let Some(secret) = &provider.client_secret {
-            client = client.set_client_secret(OAuthClientSecret::new(secret.expose_secret().to_owned()));
-        }
+        let client = token_client(provider).set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()));
         let mut request = client.exchange_code(AuthorizationCode::new(code.expose_secret().to_owned()));
         drop(code);
         if let Some(verifier) = verifier {
@@ -121,20 +111,23 @@ impl OAuthClient {
         }
         let meta = Arc::new(Mutex::new(ResponseMeta::default()));
         let result = request.request_async(&self.recording_client(meta.clone())).await;
-        let meta = meta.lock().map(|m| *m).unwrap_or_default();
-        let response = result.map_err(|error| classify(error, meta))?;
-        let separators = provider.scope_separators();
-        Ok(TokenGrant {
-            access_token: AccessToken::new(response.access_token().secret().to_owned()),
-            refresh_token: response
-                .refresh_token()
-                .map(|t| RefreshToken::new(t.secret().to_owned())),
-            expires_in: response.expires_in(),
-            scope: response.scopes().map(|scopes| {
-                let joined = scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
-                ScopeSet::parse_delimited(&joined, &separators)
-            }),
-        })
+        into_grant(provider, result, &meta)
+    }
+
+    /// Trades a refresh token for new tokens (RFC 6749 §6).
+    pub async fn refresh(
+        &self,
+        provider: &Provider,
+        refresh_token: &RefreshToken,
+    ) -> Result<TokenGrant, PlatformError> {
+        let client = token_client(provider);
+        let token = oauth2::RefreshToken::new(refresh_token.expose_secret().to_owned());
+        let meta = Arc::new(Mutex::new(ResponseMeta::default()));
+        let result = client
+            .exchange_refresh_token(&token)
+            .request_async(&self.recording_client(meta.clone()))
+            .await;
+        into_grant(provider, result, &meta)
     }
 
     /// An oauth2 HTTP client that also records the response's status and `Retry-After`.
@@ -186,6 +179,55 @@ impl OAuthClient {
             })
         }
     }
+}
+
+type TokenClient = oauth2::Client<
+    oauth2::basic::BasicErrorResponse,
+    oauth2::basic::BasicTokenResponse,
+    oauth2::basic::BasicTokenIntrospectionResponse,
+    oauth2::StandardRevocableToken,
+    oauth2::basic::BasicRevocationErrorResponse,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointSet,
+>;
+
+/// An oauth2 client for the provider's token endpoint, authenticating as the provider says.
+fn token_client(provider: &Provider) -> TokenClient {
+    let definition = &provider.definition;
+    let client = BasicClient::new(ClientId::new(provider.client_id.clone()))
+        .set_token_uri(TokenUrl::from_url(definition.token_url.clone()))
+        .set_auth_type(match definition.client_auth {
+            ClientAuth::Basic => oauth2::AuthType::BasicAuth,
+            ClientAuth::Post => oauth2::AuthType::RequestBody,
+        });
+    match &provider.client_secret {
+        Some(secret) => client.set_client_secret(OAuthClientSecret::new(secret.expose_secret().to_owned())),
+        None => client,
+    }
+}
+
+fn into_grant(
+    provider: &Provider,
+    result: Result<oauth2::basic::BasicTokenResponse, RequestTokenError<HttpError, oauth2::basic::BasicErrorResponse>>,
+    meta: &Mutex<ResponseMeta>,
+) -> Result<TokenGrant, PlatformError> {
+    let meta = meta.lock().map(|m| *m).unwrap_or_default();
+    let response = result.map_err(|error| classify(error, meta))?;
+    let separators = provider.scope_separators();
+    Ok(TokenGrant {
+        access_token: AccessToken::new(response.access_token().secret().to_owned()),
+        refresh_token: response
+            .refresh_token()
+            .map(|t| RefreshToken::new(t.secret().to_owned())),
+        expires_in: response.expires_in(),
+        scope: response.scopes().map(|scopes| {
+            let joined = scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+            ScopeSet::parse_delimited(&joined, &separators)
+        }),
+    })
 }
 
 fn classify<RE: oauth2::ErrorResponse + 'static>(

@@ -45,7 +45,7 @@ pub async fn append(
         origin: &entry.origin,
         correlation_id,
         details: &entry.details,
-        recorded_at: crate::audit::now(),
+        recorded_at: crate::clock::now(),
     };
     let hash = link.hash(&prev_hash);
     db.execute_raw(sql(

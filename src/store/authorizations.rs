@@ -39,7 +39,7 @@ pub async fn insert(db: &impl ConnectionTrait, new: NewAuthorization<'_>) -> Res
         expires_at: Set(new.expires_at),
         used_at: Set(None),
         used_by_event: Set(None),
-        created_at: Set(Utc::now()),
+        created_at: Set(crate::clock::now()),
     }
     .insert(db)
     .await?;

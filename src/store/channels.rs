@@ -48,8 +48,8 @@ pub async fn record_grant(db: &impl ConnectionTrait, grant: Connected<'_>) -> Re
     let row = db
         .query_one_raw(sql(
             "INSERT INTO channels (id, tenant_id, channel_id, provider, status, generation,
-                                   requested_scopes, granted_scopes, token_version, expires_at)
-             VALUES ($1, $2, $3, $4, 'active', 1, $5, $6, 1, $7)
+                                   requested_scopes, granted_scopes, token_version, expires_at, tokens_updated_at)
+             VALUES ($1, $2, $3, $4, 'active', 1, $5, $6, 1, $7, now())
              ON CONFLICT (tenant_id, channel_id) DO UPDATE SET
                 provider = EXCLUDED.provider,
                 status = 'active',
@@ -60,7 +60,8 @@ pub async fn record_grant(db: &impl ConnectionTrait, grant: Connected<'_>) -> Re
                 expires_at = EXCLUDED.expires_at,
                 updated_at = now(),
                 revoked_at = NULL,
-                revoked_origin = NULL
+                revoked_origin = NULL,
+                tokens_updated_at = now()
              RETURNING id",
             [
                 uuid::Uuid::now_v7().into(),
@@ -79,4 +80,72 @@ pub async fn record_grant(db: &impl ConnectionTrait, grant: Connected<'_>) -> Re
         .one(db)
         .await?
         .ok_or_else(|| DbErr::RecordNotFound("channel".into()))
+}
+
+/// The channel by its row id, locked: the refresh fence reads status and token version here.
+pub async fn find_by_pk_for_update(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    channel_pk: uuid::Uuid,
+) -> Result<Option<channels::Model>, DbErr> {
+    Channels::find_by_id(channel_pk)
+        .filter(channels::Column::TenantId.eq(tenant.as_str()))
+        .lock_exclusive()
+        .one(db)
+        .await
+}
+
+pub async fn find_by_pk(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    channel_pk: uuid::Uuid,
+) -> Result<Option<channels::Model>, DbErr> {
+    Channels::find_by_id(channel_pk)
+        .filter(channels::Column::TenantId.eq(tenant.as_str()))
+        .one(db)
+        .await
+}
+
+pub struct Refreshed<'a> {
+    pub granted_scopes: Option<&'a ScopeSet>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Records rotated tokens: a new token version, the new expiry, and narrower scopes if the
+/// platform reported them.
+pub async fn record_refresh(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    channel_pk: uuid::Uuid,
+    refreshed: Refreshed<'_>,
+) -> Result<i64, DbErr> {
+    let row = db
+        .query_one_raw(sql(
+            "UPDATE channels SET token_version = token_version + 1, expires_at = $3,
+                    granted_scopes = COALESCE($4, granted_scopes), tokens_updated_at = now(), updated_at = now()
+             WHERE tenant_id = $1 AND id = $2 RETURNING token_version",
+            [
+                tenant.as_str().into(),
+                channel_pk.into(),
+                refreshed.expires_at.into(),
+                refreshed.granted_scopes.map(ScopeSet::to_json).into(),
+            ],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("channel".into()))?;
+    row.try_get("", "token_version")
+}
+
+pub async fn set_status(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    channel_pk: uuid::Uuid,
+    status: &str,
+) -> Result<(), DbErr> {
+    db.execute_raw(sql(
+        "UPDATE channels SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2",
+        [tenant.as_str().into(), channel_pk.into(), status.into()],
+    ))
+    .await?;
+    Ok(())
 }

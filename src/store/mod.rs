@@ -6,6 +6,7 @@ pub mod audit;
 pub mod authorizations;
 pub mod channels;
 pub mod inbox;
+pub mod jobs;
 pub mod outbox;
 pub mod tokens;
 

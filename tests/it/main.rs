@@ -9,4 +9,5 @@ mod bad_input;
 mod binary;
 mod connect;
 mod crash;
+mod refresh;
 mod secrets_at_rest;

@@ -18,14 +18,7 @@ fn sealed(row: &QueryResult) -> Sealed {
 }
 
 async fn stored_token(world: &World, channel: &str, kind: &str) -> Sealed {
-    let rows = world
-        .query(
-            "SELECT t.key_id, t.nonce, t.ciphertext FROM channel_tokens t JOIN channels c ON c.id = t.channel_pk
-             WHERE c.tenant_id = $1 AND c.channel_id = $2 AND t.kind = $3",
-            vec![world.tenant.clone().into(), channel.into(), kind.into()],
-        )
-        .await;
-    sealed(&rows[0])
+    world.sealed_token(channel, kind).await.expect("a stored token")
 }
 
 #[tokio::test]

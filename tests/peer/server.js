@@ -3,7 +3,13 @@
 //   - /interaction/:uid, which completes login and consent without a browser
 //     (`?deny=a,b` leaves those scopes unticked; `?refuse=1` refuses altogether);
 //   - /api/me, a resource server that accepts only tokens carrying `user.read`;
-//   - /_test/stats, call counters the tests assert on.
+//   - /_test/stats, call counters the tests assert on (token calls by grant type, replays of a
+//     spent refresh token, revocations);
+//   - /_test/faults, a queue of faults applied to the next token-endpoint calls, in order:
+//     {status, retry_after, body, content_type} answers instead of the server;
+//     {delay_ms} delays (then answers `status` if given, else passes through);
+//     {reset: true} drops the connection; {strip_refresh_token: true} passes through without
+//     rotating and removes `refresh_token` from the response.
 // Prints {"issuer": "..."} on stdout once listening; exits when stdin closes, so it never
 // outlives the test process that started it.
 import http from 'node:http';
@@ -15,7 +21,12 @@ const redirectUri = process.env.PEER_REDIRECT_URI ?? 'http://127.0.0.1:9/hub/oau
 const accessTtl = Number(process.env.PEER_ACCESS_TTL ?? 3600);
 const resourceScopes = 'user.read posts.read posts.write insights.read messages.read messages.write';
 
-const stats = { token_calls: 0, revocations: 0, api_calls: 0 };
+const stats = {
+  token_calls: 0, revocations: 0, api_calls: 0, replays: 0,
+  grants: { authorization_code: 0, refresh_token: 0 }, grant_errors: {},
+};
+const faults = [];
+let rotateNext = true;
 
 const server = http.createServer();
 server.listen(0, '127.0.0.1', () => {
@@ -45,13 +56,26 @@ server.listen(0, '127.0.0.1', () => {
       },
     },
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
-    rotateRefreshToken: true,
+    rotateRefreshToken: () => {
+      const rotate = rotateNext;
+      rotateNext = true;
+      return rotate;
+    },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
     cookies: { keys: ['praisma-test-cookie-key'] },
     ttl: { AccessToken: accessTtl, AuthorizationCode: 60, Interaction: 600, Session: 600, Grant: 86400, RefreshToken: 86400 },
   });
   provider.proxy = false;
+  provider.on('grant.success', (ctx) => {
+    const type = ctx.oidc.params.grant_type;
+    stats.grants[type] = (stats.grants[type] ?? 0) + 1;
+  });
+  provider.on('grant.error', (ctx, error) => {
+    const type = ctx.oidc.params?.grant_type ?? 'unknown';
+    stats.grant_errors[type] = (stats.grant_errors[type] ?? 0) + 1;
+    if (String(error?.error_description ?? '').includes('already used')) stats.replays += 1;
+  });
   const callback = provider.callback();
 
   server.on('request', async (req, res) => {
@@ -63,7 +87,16 @@ server.listen(0, '127.0.0.1', () => {
         res.setHeader('content-type', 'application/json');
         return res.end(JSON.stringify(stats));
       }
-      if (req.method === 'POST' && url.pathname === '/token') stats.token_calls += 1;
+      if (url.pathname === '/_test/faults' && req.method === 'POST') {
+        faults.push(...JSON.parse(await readBody(req)));
+        res.setHeader('content-type', 'application/json');
+        return res.end('{}');
+      }
+      if (req.method === 'POST' && url.pathname === '/token') {
+        stats.token_calls += 1;
+        const fault = faults.shift();
+        if (fault && await inject(fault, req, res)) return undefined;
+      }
       if (req.method === 'POST' && url.pathname === '/token/revocation') stats.revocations += 1;
       return callback(req, res);
     } catch (error) {
@@ -73,6 +106,46 @@ server.listen(0, '127.0.0.1', () => {
   });
   process.stdout.write(`${JSON.stringify({ issuer })}\n`);
 });
+
+function readBody(req) {
+  return new Promise((resolve, reject) => {
+    let body = '';
+    req.on('data', (chunk) => { body += chunk; });
+    req.on('end', () => resolve(body));
+    req.on('error', reject);
+  });
+}
+
+// Applies one fault; true when it answered (or dropped) the request itself.
+async function inject(fault, req, res) {
+  if (fault.delay_ms) await new Promise((resolve) => { setTimeout(resolve, fault.delay_ms); });
+  if (fault.reset) {
+    req.socket.destroy();
+    return true;
+  }
+  if (fault.status) {
+    res.statusCode = fault.status;
+    if (fault.retry_after !== undefined) res.setHeader('retry-after', String(fault.retry_after));
+    res.setHeader('content-type', fault.content_type ?? 'application/json');
+    res.end(fault.body ?? JSON.stringify({ error: 'temporarily_unavailable' }));
+    return true;
+  }
+  if (fault.strip_refresh_token) {
+    rotateNext = false;
+    const end = res.end.bind(res);
+    res.end = (chunk, ...rest) => {
+      let body = chunk;
+      try {
+        const parsed = JSON.parse(String(chunk));
+        delete parsed.refresh_token;
+        body = JSON.stringify(parsed);
+        if (!res.headersSent) res.setHeader('content-length', Buffer.byteLength(body));
+      } catch { /* not JSON: leave it */ }
+      return end(body, ...rest);
+    };
+  }
+  return false;
+}
 
 async function interact(provider, api, req, res, url) {
   const details = await provider.interactionDetails(req, res);

@@ -60,12 +60,34 @@ impl Callback {
     }
 }
 
+/// What a test changes about its world.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Access-token lifetime the authorization server grants.
+    pub access_ttl_secs: u64,
+    /// Extra worker settings, as environment variables.
+    pub vars: Vec<(&'static str, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            access_ttl_secs: 3600,
+            vars: Vec::new(),
+        }
+    }
+}
+
 impl World {
     pub async fn spawn() -> World {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> World {
         logs::install();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let db_name = format!("test_{id}");
-        let peer = Peer::start(3600);
+        let peer = Peer::start(options.access_ttl_secs);
         let mut vars = BTreeMap::new();
         vars.insert(
             "PRAISMA_DATABASE_URL".to_owned(),
@@ -82,6 +104,9 @@ impl World {
         );
         vars.insert("PRAISMA_SHUTDOWN_GRACE_SECONDS".to_owned(), "5".to_owned());
         vars.insert("PRAISMA_EVENT_LEASE_SECONDS".to_owned(), "1".to_owned());
+        for (name, value) in options.vars {
+            vars.insert(name.to_owned(), value);
+        }
         let mut settings = Settings::from_vars(vars).expect("test settings are valid");
         settings.bus = BusSettings::namespaced(&format!("test.{id}"));
         let vault_spec = Vault::ephemeral_spec();
@@ -293,6 +318,65 @@ impl World {
             }
         }
         taken
+    }
+
+    /// The channel's stored token ciphertext, as the database holds it.
+    pub async fn sealed_token(&self, channel: &str, kind: &str) -> Option<praisma_worker::vault::Sealed> {
+        let rows = self
+            .query(
+                "SELECT t.key_id, t.nonce, t.ciphertext FROM channel_tokens t JOIN channels c ON c.id = t.channel_pk
+                 WHERE c.tenant_id = $1 AND c.channel_id = $2 AND t.kind = $3",
+                vec![self.tenant.clone().into(), channel.into(), kind.into()],
+            )
+            .await;
+        let row = rows.first()?;
+        Some(praisma_worker::vault::Sealed {
+            key_id: row.try_get("", "key_id").ok()?,
+            nonce: row.try_get("", "nonce").ok()?,
+            ciphertext: row.try_get("", "ciphertext").ok()?,
+        })
+    }
+
+    /// The channel's stored token, decrypted as only the worker could.
+    pub async fn stored_token(&self, channel: &str, kind: &str) -> Option<String> {
+        let sealed = self.sealed_token(channel, kind).await?;
+        let tenant = praisma_worker::domain::TenantId::parse(self.tenant.clone()).ok()?;
+        let channel = praisma_worker::domain::ChannelId::parse(channel).ok()?;
+        let kind = if kind == "access" {
+            praisma_worker::vault::SecretKind::AccessToken
+        } else {
+            praisma_worker::vault::SecretKind::RefreshToken
+        };
+        let binding = praisma_worker::vault::Binding {
+            tenant: &tenant,
+            channel: &channel,
+            kind,
+            context: "",
+        };
+        self.vault.open(&binding, &sealed).ok().map(|p| p.to_string())
+    }
+
+    /// Moves the channel's last token change into the past, as if time had passed, so that a
+    /// `TokenExpiring` is not answered from a token that is still fresh.
+    pub async fn age_tokens(&self, channel: &str) {
+        self.query(
+            "UPDATE channels SET tokens_updated_at = now() - interval '1 hour' WHERE tenant_id = $1 AND channel_id = $2",
+            vec![self.tenant.clone().into(), channel.into()],
+        )
+        .await;
+    }
+
+    /// Waits until the database answers `sql` (a count) with at least `at_least`.
+    pub async fn wait_count(&self, sql: &str, at_least: i64) -> bool {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if self.count(sql, vec![]).await >= at_least {
+                return true;
+            }
+            // Database state has no push notification; this polls a condition, it does not wait on time.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     pub async fn teardown(mut self) {

@@ -109,4 +109,49 @@ redirect_uris = ["{REDIRECT_URI}"]
     pub async fn token_calls(&self) -> u64 {
         self.stats().await["token_calls"].as_u64().unwrap_or(0)
     }
+
+    /// Successful refresh-token grants.
+    pub async fn refreshes(&self) -> u64 {
+        self.stats().await["grants"]["refresh_token"].as_u64().unwrap_or(0)
+    }
+
+    /// Times a spent refresh token was presented again (the server then revokes the grant).
+    pub async fn replays(&self) -> u64 {
+        self.stats().await["replays"].as_u64().unwrap_or(0)
+    }
+
+    /// Queues faults for the next token-endpoint calls (see `tests/peer/server.js`).
+    pub async fn inject(&self, faults: serde_json::Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/_test/faults", self.issuer))
+            .json(&faults)
+            .send()
+            .await
+            .expect("faults accepted");
+        assert!(response.status().is_success());
+    }
+
+    /// Revokes a token at the server, as the user removing the app there would.
+    pub async fn revoke(&self, token: &str) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/token/revocation", self.issuer))
+            .basic_auth(CLIENT_ID, Some(&self.client_secret))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .expect("revocation answered");
+        assert!(response.status().is_success());
+    }
+
+    /// Whether the platform's API accepts this access token.
+    pub async fn api_accepts(&self, access_token: &str) -> bool {
+        reqwest::Client::new()
+            .get(format!("{}/api/me", self.issuer))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .expect("the API answers")
+            .status()
+            .is_success()
+    }
 }

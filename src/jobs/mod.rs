@@ -1,0 +1,94 @@
+//! Durable jobs: the refresh schedule, retries with backoff, and (later) scheduled operations
+//! and platform revocations. Jobs live in PostgreSQL; any replica's scheduler claims due ones
+//! with `SKIP LOCKED`, so a job runs on one replica at a time, and a replica that dies mid-job
+//! loses its lease and the job is taken back.
+//!
+//! Wake-ups are prompt without a fast poll: a commit that makes a job due notifies this
+//! replica's scheduler at once, the scheduler sleeps exactly until the next due job, and a slow
+//! poll (`PRAISMA_JOB_POLL_MS`) picks up jobs another replica left behind.
+
+pub mod policy;
+pub mod refresh;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::handlers::Context;
+use crate::store;
+
+pub struct Scheduler {
+    pub ctx: Context,
+}
+
+impl Scheduler {
+    /// Runs due jobs until `stop`; jobs already running finish in `tracker`.
+    pub async fn run(self, stop: CancellationToken, tracker: TaskTracker) {
+        let ctx = self.ctx;
+        let slots = Arc::new(Semaphore::new(ctx.settings.job_concurrency));
+        // Longer than any platform call can take, so a live runner never loses its job.
+        let lease = ctx.settings.http_timeout * 2 + Duration::from_secs(30);
+        loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            let free = slots.available_permits();
+            let mut wait = ctx.settings.job_poll;
+            if free > 0 {
+                match store::jobs::claim_due(&ctx.db, free as u64, lease).await {
+                    Ok(jobs) => {
+                        for job in jobs {
+                            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                                break;
+                            };
+                            let ctx = ctx.clone();
+                            tracker.spawn(async move {
+                                run_job(&ctx, job).await;
+                                drop(slot);
+                                ctx.jobs_ready.notify_one();
+                            });
+                        }
+                        wait = wait.min(until_next_due(&ctx).await);
+                    }
+                    Err(error) => tracing::warn!(%error, "claiming due jobs failed"),
+                }
+            }
+            tokio::select! {
+                _ = ctx.jobs_ready.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+async fn until_next_due(ctx: &Context) -> Duration {
+    match store::jobs::next_due(&ctx.db).await {
+        Ok(Some(due)) => (due - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+        Ok(None) => ctx.settings.job_poll,
+        Err(error) => {
+            tracing::warn!(%error, "reading the next due job failed");
+            ctx.settings.job_poll
+        }
+    }
+}
+
+async fn run_job(ctx: &Context, job: entity::jobs::Model) {
+    let (id, kind) = (job.id, job.kind.clone());
+    let result = match kind.as_str() {
+        store::jobs::KIND_REFRESH => refresh::run(ctx, job).await,
+        _ => {
+            tracing::error!(job = %id, kind, "no runner for this job kind");
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => tracing::info!(job = %id, kind, "job settled"),
+        // The job keeps its lease and is taken back when it runs out.
+        Err(error) => tracing::warn!(job = %id, kind, %error, "job failed; it will be retried"),
+    }
+}

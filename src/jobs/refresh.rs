@@ -1,0 +1,438 @@
+//! The refresh job: the only place a channel's token endpoint is called after the first exchange.
+//!
+//! The job row is the single flight: one pending-or-running refresh per channel (a unique
+//! index), claimed by one runner at a time (`SKIP LOCKED` plus a lease). The platform call runs
+//! outside any transaction; its result is written only if, under the channel's row lock, the
+//! channel is still active at the token version the call started from and the job was not
+//! cancelled. Anything else is fenced out: a late result never overwrites newer tokens or
+//! revives a revoked channel.
+
+use chrono::Utc;
+use entity::jobs::Model as Job;
+use sea_orm::{DatabaseTransaction, TransactionTrait};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::audit::{AuditEntry, action};
+use crate::contract::TraceParent;
+use crate::contract::outbound::{ConnectionReauthRequired, TokenRefreshFailed, TokenRefreshed};
+use crate::domain::secrets::RefreshToken;
+use crate::domain::{ChannelId, ErrorCode, ProviderName, ScopeSet, TenantId};
+use crate::handlers::{Answer, Context, HandlerError};
+use crate::platform::{PlatformError, TokenGrant};
+use crate::store::{self, jobs::Schedule};
+use crate::vault::{Binding, SecretKind};
+
+/// Whose job this is, read once when it starts.
+struct Subject {
+    tenant: TenantId,
+    channel: ChannelId,
+    channel_pk: Uuid,
+    job_id: Uuid,
+    attempts: u32,
+    token_version: i64,
+}
+
+pub async fn run(ctx: &Context, job: Job) -> Result<(), HandlerError> {
+    let (Ok(tenant), Ok(channel)) = (
+        TenantId::parse(job.tenant_id.clone()),
+        ChannelId::parse(job.channel_id.clone()),
+    ) else {
+        tracing::error!(job = %job.id, "a refresh job names an invalid tenant or channel; failing it");
+        let tenant = TenantId::unattributed();
+        store::jobs::finish(&ctx.db, &tenant, job.id, "failed", Some("invalid_event"), None).await?;
+        return Ok(());
+    };
+    let Some(row) = store::channels::find_by_pk(&ctx.db, &tenant, job.channel_pk).await? else {
+        store::jobs::finish(&ctx.db, &tenant, job.id, "failed", Some("not_found"), None).await?;
+        return Ok(());
+    };
+    let subject = Subject {
+        tenant,
+        channel,
+        channel_pk: job.channel_pk,
+        job_id: job.id,
+        attempts: u32::try_from(job.attempts).unwrap_or(u32::MAX),
+        token_version: row.token_version,
+    };
+    let attempt = if row.status == "active" {
+        call(ctx, &subject, &row.provider).await
+    } else {
+        Attempt::Inactive
+    };
+    conclude(ctx, &subject, attempt).await
+}
+
+enum Attempt {
+    /// The channel was not active when the job started: no call was made.
+    Inactive,
+    Called(Result<TokenGrant, PlatformError>),
+}
+
+async fn call(ctx: &Context, subject: &Subject, provider: &str) -> Attempt {
+    let provider = ProviderName::parse(provider.to_owned())
+        .ok()
+        .and_then(|name| ctx.catalogue.provider(&name).ok());
+    let Some(provider) = provider else {
+        return Attempt::Called(Err(PlatformError::new(
+            ErrorCode::UnknownProvider,
+            "the channel's provider is no longer configured",
+        )));
+    };
+    let binding = Binding {
+        tenant: &subject.tenant,
+        channel: &subject.channel,
+        kind: SecretKind::RefreshToken,
+        context: "",
+    };
+    let sealed = match store::tokens::load(&ctx.db, &subject.tenant, subject.channel_pk, SecretKind::RefreshToken).await
+    {
+        Ok(Some(sealed)) => sealed,
+        Ok(None) => {
+            return Attempt::Called(Err(PlatformError::new(
+                ErrorCode::ReauthRequired,
+                "the grant has no refresh token",
+            )));
+        }
+        Err(error) => {
+            tracing::warn!(%error, "reading the refresh token failed");
+            return Attempt::Called(Err(PlatformError::new(
+                ErrorCode::ProviderUnavailable,
+                "the stored token could not be read",
+            )));
+        }
+    };
+    let refresh_token = match ctx.vault.open(&binding, &sealed) {
+        Ok(plaintext) => RefreshToken::new(plaintext.to_string()),
+        Err(error) => {
+            tracing::error!(%error, tenant = %subject.tenant, channel = %subject.channel, "a stored refresh token failed to open");
+            return Attempt::Called(Err(PlatformError::new(
+                ErrorCode::ReauthRequired,
+                "the stored refresh token could not be read",
+            )));
+        }
+    };
+    Attempt::Called(ctx.oauth.refresh(provider, &refresh_token).await)
+}
+
+async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<(), HandlerError> {
+    let txn = ctx.db.begin().await?;
+    let tenant = &subject.tenant;
+    let channel = store::channels::find_by_pk_for_update(&txn, tenant, subject.channel_pk).await?;
+    let job = store::jobs::lock_running(&txn, tenant, subject.job_id).await?;
+    let waiters = store::jobs::open_waiters(&txn, tenant, subject.job_id).await?;
+    let Some(channel) = channel else {
+        txn.rollback().await?;
+        return Ok(());
+    };
+    let mut reports = Reports::new(subject, &waiters);
+
+    let fenced = if job.is_none() {
+        Some("cancelled")
+    } else if channel.status != "active" {
+        Some("inactive")
+    } else if channel.token_version != subject.token_version {
+        Some("superseded")
+    } else {
+        None
+    };
+    // A job that found the channel inactive made no call; if the channel is active again now,
+    // a new grant replaced the old one meanwhile.
+    let result = match attempt {
+        Attempt::Called(result) if fenced.is_none() => Ok(result),
+        _ => Err(fenced.unwrap_or("superseded")),
+    };
+    match result {
+        Err(reason) => {
+            // Nothing of the result is written: the channel moved on while the call was out.
+            if job.is_some() {
+                store::jobs::finish(&txn, tenant, subject.job_id, "cancelled", None, Some(reason)).await?;
+            }
+            let details = json!({ "job_id": subject.job_id, "discarded": reason, "status": channel.status });
+            reports
+                .audit(&txn, action::TOKEN_REFRESH_DISCARDED, "discarded", details)
+                .await?;
+            match channel.status.as_str() {
+                "active" => {
+                    reports.finish(&TokenRefreshed {
+                        channel_id: subject.channel.clone(),
+                        expires_at: channel.expires_at,
+                        refresh_token_rotated: false,
+                        attempts: subject.attempts,
+                    });
+                    reschedule_current(ctx, &txn, subject, &channel).await?;
+                }
+                status => {
+                    let code = if status == "revoked" {
+                        ErrorCode::ConnectionRevoked
+                    } else {
+                        ErrorCode::ReauthRequired
+                    };
+                    reports.finish(&failed(subject, code, false, None));
+                }
+            }
+        }
+        Ok(Ok(grant)) => {
+            store_refreshed(ctx, &txn, subject, &channel.granted_scopes, grant, &mut reports).await?;
+        }
+        Ok(Err(error)) if error.is_transient() => {
+            let now = crate::clock::now();
+            let delay = ctx
+                .settings
+                .refresh
+                .retry_delay(subject.attempts, error.retry_after, now, channel.expires_at);
+            let details = json!({ "job_id": subject.job_id, "error_code": error.code, "attempts": subject.attempts });
+            match delay.and_then(|d| chrono::Duration::from_std(d).ok()) {
+                Some(delay) => {
+                    let next = now + delay;
+                    store::jobs::retry_at(&txn, tenant, subject.job_id, next, error.code.as_str()).await?;
+                    reports
+                        .audit(&txn, action::TOKEN_REFRESH_FAILED, "retrying", details)
+                        .await?;
+                    reports.progress(&failed(subject, error.code, true, Some(next)));
+                }
+                None => {
+                    store::jobs::finish(&txn, tenant, subject.job_id, "failed", Some(error.code.as_str()), None)
+                        .await?;
+                    reports
+                        .audit(&txn, action::TOKEN_REFRESH_FAILED, "failure", details)
+                        .await?;
+                    reports.finish(&failed(subject, error.code, false, None));
+                }
+            }
+        }
+        Ok(Err(error)) => {
+            // The grant is dead: halt the channel until the user consents again.
+            store::channels::set_status(&txn, tenant, subject.channel_pk, "reauth_required").await?;
+            store::jobs::finish(&txn, tenant, subject.job_id, "failed", Some(error.code.as_str()), None).await?;
+            let cancelled = store::jobs::cancel_channel_jobs(
+                &txn,
+                tenant,
+                subject.channel_pk,
+                "reauth_required",
+                Some(subject.job_id),
+            )
+            .await?;
+            let details = json!({ "job_id": subject.job_id, "error_code": error.code, "cancelled_jobs": cancelled });
+            reports
+                .audit(&txn, action::CONNECTION_REAUTH_REQUIRED, "failure", details)
+                .await?;
+            reports.finish(&ConnectionReauthRequired {
+                channel_id: subject.channel.clone(),
+                error_code: error.code,
+                cancelled_jobs: cancelled,
+            });
+        }
+    }
+    reports.write(&txn).await?;
+    txn.commit().await?;
+    ctx.outbox_ready.notify_one();
+    ctx.jobs_ready.notify_one();
+    Ok(())
+}
+
+async fn store_refreshed(
+    ctx: &Context,
+    txn: &DatabaseTransaction,
+    subject: &Subject,
+    granted_before: &serde_json::Value,
+    grant: TokenGrant,
+    reports: &mut Reports<'_>,
+) -> Result<(), HandlerError> {
+    let tenant = &subject.tenant;
+    let now = crate::clock::now();
+    let expires_at = grant
+        .expires_in
+        .and_then(|l| chrono::Duration::from_std(l).ok())
+        .map(|l| now + l);
+    // A `scope` in the response is the grant as it now stands; narrower is reported.
+    let granted_before = ScopeSet::from_json(granted_before);
+    let narrowed = grant
+        .scope
+        .as_ref()
+        .map(|scope| granted_before.difference(scope))
+        .filter(|lost| !lost.is_empty());
+    let version = store::channels::record_refresh(
+        txn,
+        tenant,
+        subject.channel_pk,
+        store::channels::Refreshed {
+            granted_scopes: grant.scope.as_ref(),
+            expires_at,
+        },
+    )
+    .await?;
+    let bind = |kind| Binding {
+        tenant,
+        channel: &subject.channel,
+        kind,
+        context: "",
+    };
+    let access = ctx
+        .vault
+        .seal(&bind(SecretKind::AccessToken), grant.access_token.expose_secret());
+    store::tokens::store(
+        txn,
+        tenant,
+        subject.channel_pk,
+        SecretKind::AccessToken,
+        &access,
+        version,
+    )
+    .await?;
+    // A response without `refresh_token` keeps the one we have (RFC 6749 §6).
+    let rotated = grant.refresh_token.is_some();
+    if let Some(refresh) = &grant.refresh_token {
+        let sealed = ctx.vault.seal(&bind(SecretKind::RefreshToken), refresh.expose_secret());
+        store::tokens::store(
+            txn,
+            tenant,
+            subject.channel_pk,
+            SecretKind::RefreshToken,
+            &sealed,
+            version,
+        )
+        .await?;
+    }
+    store::jobs::finish(txn, tenant, subject.job_id, "done", None, None).await?;
+    if let Some(lifetime) = grant.expires_in {
+        schedule_next(ctx, txn, subject, now, lifetime).await?;
+    }
+    let details = json!({
+        "job_id": subject.job_id,
+        "attempts": subject.attempts,
+        "refresh_token_rotated": rotated,
+        "expires_at": expires_at,
+        "scopes_lost": narrowed,
+    });
+    reports.audit(txn, action::TOKEN_REFRESHED, "success", details).await?;
+    reports.finish(&TokenRefreshed {
+        channel_id: subject.channel.clone(),
+        expires_at,
+        refresh_token_rotated: rotated,
+        attempts: subject.attempts,
+    });
+    Ok(())
+}
+
+/// After a discarded result, makes sure the current grant still has its next refresh.
+async fn reschedule_current(
+    ctx: &Context,
+    txn: &DatabaseTransaction,
+    subject: &Subject,
+    channel: &entity::channels::Model,
+) -> Result<(), HandlerError> {
+    if let (Some(expires_at), Some(updated_at)) = (channel.expires_at, channel.tokens_updated_at)
+        && let Ok(lifetime) = (expires_at - updated_at).to_std()
+    {
+        schedule_next(ctx, txn, subject, updated_at, lifetime).await?;
+    }
+    Ok(())
+}
+
+/// The built-in schedule: the next refresh of a token issued at `issued_at` for `lifetime`.
+async fn schedule_next(
+    ctx: &Context,
+    txn: &DatabaseTransaction,
+    subject: &Subject,
+    issued_at: chrono::DateTime<chrono::Utc>,
+    lifetime: std::time::Duration,
+) -> Result<(), HandlerError> {
+    let next = ctx.settings.refresh.next_refresh(issued_at, lifetime);
+    let (tenant, channel) = (&subject.tenant, subject.channel.as_str());
+    store::jobs::schedule_refresh(txn, tenant, subject.channel_pk, channel, next, Schedule::Replace).await?;
+    Ok(())
+}
+
+fn failed(
+    subject: &Subject,
+    code: ErrorCode,
+    retryable: bool,
+    next_attempt_at: Option<chrono::DateTime<Utc>>,
+) -> TokenRefreshFailed {
+    TokenRefreshFailed {
+        channel_id: Some(subject.channel.clone()),
+        error_code: code,
+        retryable,
+        attempts: subject.attempts,
+        next_attempt_at,
+    }
+}
+
+/// The job's answers: one audit record, and each outcome to every waiting event (or, when the
+/// worker's own schedule started the job, once with no correlation).
+struct Reports<'a> {
+    audit: Answer<'a>,
+    answers: Vec<Answer<'a>>,
+    has_final: bool,
+    tenant: &'a TenantId,
+    job_id: Uuid,
+    channel: &'a ChannelId,
+}
+
+impl<'a> Reports<'a> {
+    fn new(subject: &'a Subject, waiters: &'a [store::jobs::WaitingEvent]) -> Self {
+        let tenant = &subject.tenant;
+        let mut answers: Vec<Answer<'a>> = waiters
+            .iter()
+            .map(|w| {
+                let span = TraceParent::parse(&w.traceparent).unwrap_or_else(|| TraceParent::child_of(None));
+                Answer::new(
+                    tenant,
+                    Some(w.event_id.as_str()),
+                    w.origin.as_str(),
+                    span,
+                    w.reply_to.as_deref(),
+                )
+            })
+            .collect();
+        if answers.is_empty() {
+            answers.push(Answer::new(tenant, None, "worker", TraceParent::child_of(None), None));
+        }
+        Self {
+            audit: Answer::new(tenant, None, "worker", TraceParent::child_of(None), None),
+            answers,
+            has_final: false,
+            tenant,
+            job_id: subject.job_id,
+            channel: &subject.channel,
+        }
+    }
+
+    async fn audit(
+        &mut self,
+        txn: &DatabaseTransaction,
+        action: &'static str,
+        outcome: &'static str,
+        details: serde_json::Value,
+    ) -> Result<(), HandlerError> {
+        let entry = AuditEntry {
+            channel: Some(self.channel.clone()),
+            action,
+            outcome,
+            origin: "worker".into(),
+            details,
+        };
+        Ok(self.audit.audit(txn, entry).await?)
+    }
+
+    fn progress<T: crate::contract::outbound::OutboundEvent>(&mut self, data: &T) {
+        self.answers.iter_mut().for_each(|a| a.progress(data));
+    }
+
+    fn finish<T: crate::contract::outbound::OutboundEvent>(&mut self, data: &T) {
+        self.has_final = true;
+        self.answers.iter_mut().for_each(|a| a.finish(data));
+    }
+
+    async fn write(self, txn: &DatabaseTransaction) -> Result<(), HandlerError> {
+        self.audit.write(txn).await?;
+        for answer in self.answers {
+            answer.write(txn).await?;
+        }
+        if self.has_final {
+            store::jobs::mark_answered(txn, self.tenant, self.job_id).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,256 @@
+//! Durable jobs and the events waiting on them.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use entity::jobs;
+use sea_orm::prelude::Uuid;
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
+
+use super::sql;
+use crate::domain::TenantId;
+
+pub const KIND_REFRESH: &str = "refresh";
+
+/// How a refresh is (re)scheduled when one is already pending for the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// Pull it forward to `run_at` if that is sooner, unless it is backing off a failure (a
+    /// platform's `Retry-After` is honoured even against a storm of requests).
+    NoLaterThan,
+    /// Replace its time: a new grant starts a new schedule.
+    Replace,
+}
+
+/// Schedules the channel's refresh; returns the id of the one pending-or-running refresh job.
+pub async fn schedule_refresh(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    channel_pk: Uuid,
+    channel_id: &str,
+    run_at: DateTime<Utc>,
+    schedule: Schedule,
+) -> Result<Uuid, DbErr> {
+    let update = match schedule {
+        Schedule::NoLaterThan => {
+            "run_at = CASE WHEN jobs.status = 'pending' AND jobs.attempts = 0
+                           THEN LEAST(jobs.run_at, EXCLUDED.run_at) ELSE jobs.run_at END"
+        }
+        Schedule::Replace => {
+            "run_at = CASE WHEN jobs.status = 'pending' THEN EXCLUDED.run_at ELSE jobs.run_at END,
+             attempts = CASE WHEN jobs.status = 'pending' THEN 0 ELSE jobs.attempts END"
+        }
+    };
+    let row = db
+        .query_one_raw(sql(
+            &format!(
+                "INSERT INTO jobs (id, tenant_id, channel_pk, channel_id, kind, status, run_at)
+                 VALUES ($1, $2, $3, $4, 'refresh', 'pending', $5)
+                 ON CONFLICT (channel_pk) WHERE kind = 'refresh' AND status IN ('pending', 'running')
+                 DO UPDATE SET {update}, updated_at = now()
+                 RETURNING id"
+            ),
+            [
+                Uuid::now_v7().into(),
+                tenant.as_str().into(),
+                channel_pk.into(),
+                channel_id.into(),
+                run_at.into(),
+            ],
+        ))
+        .await?
+        .ok_or(DbErr::RecordNotInserted)?;
+    row.try_get("", "id")
+}
+
+pub struct Waiter<'a> {
+    pub event_id: &'a str,
+    pub origin: &'a str,
+    pub reply_to: Option<&'a str>,
+    pub traceparent: String,
+}
+
+pub async fn add_waiter(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    job_id: Uuid,
+    waiter: Waiter<'_>,
+) -> Result<(), DbErr> {
+    db.execute_raw(sql(
+        "INSERT INTO job_waiters (job_id, tenant_id, event_id, origin, reply_to, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        [
+            job_id.into(),
+            tenant.as_str().into(),
+            waiter.event_id.into(),
+            waiter.origin.into(),
+            waiter.reply_to.map(str::to_owned).into(),
+            waiter.traceparent.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct WaitingEvent {
+    pub event_id: String,
+    pub origin: String,
+    pub reply_to: Option<String>,
+    pub traceparent: String,
+}
+
+/// The events still waiting for this job's final answer.
+pub async fn open_waiters(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    job_id: Uuid,
+) -> Result<Vec<WaitingEvent>, DbErr> {
+    let rows = db
+        .query_all_raw(sql(
+            "SELECT event_id, origin, reply_to, traceparent FROM job_waiters
+             WHERE tenant_id = $1 AND job_id = $2 AND answered_at IS NULL ORDER BY created_at",
+            [tenant.as_str().into(), job_id.into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| WaitingEvent::from_query_result(row, ""))
+        .collect()
+}
+
+pub async fn mark_answered(db: &impl ConnectionTrait, tenant: &TenantId, job_id: Uuid) -> Result<(), DbErr> {
+    db.execute_raw(sql(
+        "UPDATE job_waiters SET answered_at = now() WHERE tenant_id = $1 AND job_id = $2 AND answered_at IS NULL",
+        [tenant.as_str().into(), job_id.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Claims due jobs, and running jobs whose runner's lease ran out, for this runner. Jobs of
+/// every tenant: this is the scheduler's query, like the outbox relay's.
+pub async fn claim_due(db: &impl ConnectionTrait, limit: u64, lease: Duration) -> Result<Vec<jobs::Model>, DbErr> {
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let rows = db
+        .query_all_raw(sql(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1,
+                    lease_until = now() + $2 * interval '1 millisecond', updated_at = now()
+             WHERE id IN (
+                SELECT id FROM jobs
+                WHERE (status = 'pending' AND run_at <= now()) OR (status = 'running' AND lease_until < now())
+                ORDER BY run_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+             RETURNING *",
+            [i64::try_from(limit).unwrap_or(i64::MAX).into(), lease_ms.into()],
+        ))
+        .await?;
+    rows.iter().map(|row| jobs::Model::from_query_result(row, "")).collect()
+}
+
+/// When the next job falls due, for the scheduler's timer.
+pub async fn next_due(db: &impl ConnectionTrait) -> Result<Option<DateTime<Utc>>, DbErr> {
+    let row = db
+        .query_one_raw(sql(
+            "SELECT min(CASE WHEN status = 'pending' THEN run_at ELSE lease_until END) AS due
+             FROM jobs WHERE status IN ('pending', 'running')",
+            [],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<Option<DateTime<Utc>>>("", "due"))
+        .transpose()?
+        .flatten())
+}
+
+/// The job, locked, if it is still this runner's to finish.
+pub async fn lock_running(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    job_id: Uuid,
+) -> Result<Option<jobs::Model>, DbErr> {
+    let row = db
+        .query_one_raw(sql(
+            "SELECT * FROM jobs WHERE tenant_id = $1 AND id = $2 AND status = 'running' FOR UPDATE",
+            [tenant.as_str().into(), job_id.into()],
+        ))
+        .await?;
+    row.map(|r| jobs::Model::from_query_result(&r, "")).transpose()
+}
+
+pub async fn record_token_version(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    job_id: Uuid,
+    version: i64,
+) -> Result<(), DbErr> {
+    db.execute_raw(sql(
+        "UPDATE jobs SET token_version = $3 WHERE tenant_id = $1 AND id = $2",
+        [tenant.as_str().into(), job_id.into(), version.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+pub async fn finish(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    job_id: Uuid,
+    status: &str,
+    error_code: Option<&str>,
+    cancel_reason: Option<&str>,
+) -> Result<(), DbErr> {
+    db.execute_raw(sql(
+        "UPDATE jobs SET status = $3, last_error_code = COALESCE($4, last_error_code), cancel_reason = $5,
+                lease_until = NULL, finished_at = now(), updated_at = now()
+         WHERE tenant_id = $1 AND id = $2",
+        [
+            tenant.as_str().into(),
+            job_id.into(),
+            status.into(),
+            error_code.map(str::to_owned).into(),
+            cancel_reason.map(str::to_owned).into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Puts a failed attempt back in the queue for later: a retry is the same job, rescheduled.
+pub async fn retry_at(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    job_id: Uuid,
+    run_at: DateTime<Utc>,
+    error_code: &str,
+) -> Result<(), DbErr> {
+    db.execute_raw(sql(
+        "UPDATE jobs SET status = 'pending', run_at = $3, last_error_code = $4, lease_until = NULL, updated_at = now()
+         WHERE tenant_id = $1 AND id = $2",
+        [tenant.as_str().into(), job_id.into(), run_at.into(), error_code.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Cancels every unfinished job of the channel, running ones included (their runner's fence
+/// then discards what they bring back). Returns their ids.
+pub async fn cancel_channel_jobs(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    channel_pk: Uuid,
+    reason: &str,
+    except: Option<Uuid>,
+) -> Result<Vec<Uuid>, DbErr> {
+    let rows = db
+        .query_all_raw(sql(
+            "UPDATE jobs SET status = 'cancelled', cancel_reason = $3, lease_until = NULL,
+                    finished_at = now(), updated_at = now()
+             WHERE tenant_id = $1 AND channel_pk = $2 AND status IN ('pending', 'running')
+               AND ($4::uuid IS NULL OR id <> $4)
+             RETURNING id",
+            [tenant.as_str().into(), channel_pk.into(), reason.into(), except.into()],
+        ))
+        .await?;
+    let mut ids: Vec<Uuid> = rows.iter().map(|r| r.try_get("", "id")).collect::<Result<_, _>>()?;
+    ids.sort();
+    Ok(ids)
+}
