@@ -23,6 +23,8 @@ pub mod action {
     pub const TOKEN_REFRESH_FAILED: &str = "token.refresh_failed";
     pub const TOKEN_REFRESH_DISCARDED: &str = "token.refresh_discarded";
     pub const CONNECTION_REAUTH_REQUIRED: &str = "connection.reauth_required";
+    pub const CONNECTION_REVOKED: &str = "connection.revoked";
+    pub const PLATFORM_REVOCATION: &str = "connection.platform_revocation";
 }
 
 #[derive(Debug, Clone)]

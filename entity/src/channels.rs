@@ -19,6 +19,7 @@ pub struct Model {
     pub revoked_at: Option<DateTimeUtc>,
     pub revoked_origin: Option<String>,
     pub tokens_updated_at: Option<DateTimeUtc>,
+    pub platform_revocation: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261204_000001_foundation;
 mod m20261204_000002_jobs;
+mod m20261204_000003_revocation;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261204_000001_foundation::Migration),
             Box::new(m20261204_000002_jobs::Migration),
+            Box::new(m20261204_000003_revocation::Migration),
         ]
     }
 }

@@ -134,6 +134,21 @@ fn safe_reason(message: &str) -> String {
     "data has a field of the wrong type or value".to_owned()
 }
 
+impl RevokeOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Platform => "platform",
+            Self::Admin => "admin",
+            Self::Security => "security",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(value.to_owned())).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,7 +84,7 @@ pub struct ConnectionReauthRequired {
 }
 outbound!(ConnectionReauthRequired, "integration.connection.reauth_required");
 
-#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PlatformRevocation {
     Confirmed,
@@ -101,6 +101,15 @@ pub struct ConnectionRevoked {
     pub cancelled_jobs: Vec<uuid::Uuid>,
 }
 outbound!(ConnectionRevoked, "integration.connection.revoked");
+
+/// A `RevokeRequested` the worker could not act on (an unknown or another tenant's channel).
+/// Added to the contract: `ConnectionRevoked` has no way to say "no such channel".
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RevokeRejected {
+    pub channel_id: ChannelId,
+    pub error_code: ErrorCode,
+}
+outbound!(RevokeRejected, "integration.revoke.rejected");
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct OperationCompleted {
@@ -137,4 +146,19 @@ pub struct AuditRecorded {
 impl AuditRecorded {
     pub const TYPE: &'static str = "AuditRecorded";
     pub const ROUTING_KEY_PREFIX: &'static str = "audit.integration.";
+}
+
+impl PlatformRevocation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            Self::Failed => "failed",
+            Self::Unsupported => "unsupported",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(value.to_owned())).ok()
+    }
 }

@@ -53,6 +53,7 @@ fn messages() -> Vec<Message> {
         out::<outbound::TokenRefreshFailed>(g),
         out::<outbound::ConnectionReauthRequired>(g),
         out::<outbound::ConnectionRevoked>(g),
+        out::<outbound::RevokeRejected>(g),
         out::<outbound::OperationCompleted>(g),
         out::<outbound::OperationRejected>(g),
     ]);

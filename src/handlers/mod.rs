@@ -7,6 +7,7 @@ mod answer;
 mod connect;
 mod consent_url;
 mod rejected;
+mod revoke;
 mod token_expiring;
 
 use std::sync::Arc;
@@ -94,7 +95,8 @@ pub async fn process(ctx: &Context, delivery: Delivery<'_>) -> Result<Dispositio
         Command::ConsentUrlRequested(data) => consent_url::handle(ctx, &inbound, data).await,
         Command::ConnectRequested(data) => connect::handle(ctx, &inbound, data).await,
         Command::TokenExpiring(data) => token_expiring::handle(ctx, &inbound, data).await,
-        Command::RevokeRequested(_) | Command::OperationRequested(_) => {
+        Command::RevokeRequested(data) => revoke::handle(ctx, &inbound, data).await,
+        Command::OperationRequested(_) => {
             // Kept whole in the dead-letter queue, unanswered and not marked processed, so a
             // replay reaches the handler once this worker version has one.
             let rejected = RejectedEvent {

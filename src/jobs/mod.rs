@@ -7,8 +7,10 @@
 //! replica's scheduler at once, the scheduler sleeps exactly until the next due job, and a slow
 //! poll (`PRAISMA_JOB_POLL_MS`) picks up jobs another replica left behind.
 
+pub mod platform_revocation;
 pub mod policy;
 pub mod refresh;
+mod reports;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +83,7 @@ async fn run_job(ctx: &Context, job: entity::jobs::Model) {
     let (id, kind) = (job.id, job.kind.clone());
     let result = match kind.as_str() {
         store::jobs::KIND_REFRESH => refresh::run(ctx, job).await,
+        store::jobs::KIND_PLATFORM_REVOCATION => platform_revocation::run(ctx, job).await,
         _ => {
             tracing::error!(job = %id, kind, "no runner for this job kind");
             Ok(())

@@ -13,13 +13,13 @@ use sea_orm::{DatabaseTransaction, TransactionTrait};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::audit::{AuditEntry, action};
-use crate::contract::TraceParent;
+use super::reports::Reports;
+use crate::audit::action;
 use crate::contract::outbound::{ConnectionReauthRequired, TokenRefreshFailed, TokenRefreshed};
 use crate::domain::secrets::RefreshToken;
 use crate::domain::{ChannelId, ErrorCode, ProviderName, ScopeSet, TenantId};
-use crate::handlers::{Answer, Context, HandlerError};
-use crate::platform::{PlatformError, TokenGrant};
+use crate::handlers::{Context, HandlerError};
+use crate::platform::{PlatformError, Revocable, TokenGrant};
 use crate::store::{self, jobs::Schedule};
 use crate::vault::{Binding, SecretKind};
 
@@ -125,7 +125,7 @@ async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<
         txn.rollback().await?;
         return Ok(());
     };
-    let mut reports = Reports::new(subject, &waiters);
+    let mut reports = Reports::new(&subject.tenant, &subject.channel, subject.job_id, &waiters);
 
     let fenced = if job.is_none() {
         Some("cancelled")
@@ -138,10 +138,16 @@ async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<
     };
     // A job that found the channel inactive made no call; if the channel is active again now,
     // a new grant replaced the old one meanwhile.
-    let result = match attempt {
-        Attempt::Called(result) if fenced.is_none() => Ok(result),
-        _ => Err(fenced.unwrap_or("superseded")),
+    let (result, late_grant) = match attempt {
+        Attempt::Called(result) if fenced.is_none() => (Ok(result), None),
+        Attempt::Called(Ok(grant)) => (Err(fenced.unwrap_or("superseded")), Some(grant)),
+        _ => (Err(fenced.unwrap_or("superseded")), None),
     };
+    // Tokens a late refresh brought back for a channel revoked meanwhile are live at the
+    // platform; they are revoked there too once this transaction is done.
+    let orphaned =
+        late_grant.filter(|_| channel.status == "revoked" && channel.revoked_origin.as_deref() != Some("platform"));
+    let provider = channel.provider.clone();
     match result {
         Err(reason) => {
             // Nothing of the result is written: the channel moved on while the call was out.
@@ -228,7 +234,29 @@ async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<
     txn.commit().await?;
     ctx.outbox_ready.notify_one();
     ctx.jobs_ready.notify_one();
+    if let Some(grant) = orphaned {
+        revoke_orphaned(ctx, &provider, grant).await;
+    }
     Ok(())
+}
+
+async fn revoke_orphaned(ctx: &Context, provider: &str, grant: TokenGrant) {
+    let Some(provider) = ProviderName::parse(provider.to_owned())
+        .ok()
+        .and_then(|n| ctx.catalogue.provider(&n).ok())
+    else {
+        return;
+    };
+    if provider.definition.revocation_url.is_none() {
+        return;
+    }
+    let revoked = match &grant.refresh_token {
+        Some(refresh) => ctx.oauth.revoke(provider, Revocable::Refresh(refresh)).await,
+        None => ctx.oauth.revoke(provider, Revocable::Access(&grant.access_token)).await,
+    };
+    if let Err(error) = revoked {
+        tracing::warn!(code = %error.code, "revoking the tokens of a discarded refresh failed");
+    }
 }
 
 async fn store_refreshed(
@@ -356,83 +384,5 @@ fn failed(
         retryable,
         attempts: subject.attempts,
         next_attempt_at,
-    }
-}
-
-/// The job's answers: one audit record, and each outcome to every waiting event (or, when the
-/// worker's own schedule started the job, once with no correlation).
-struct Reports<'a> {
-    audit: Answer<'a>,
-    answers: Vec<Answer<'a>>,
-    has_final: bool,
-    tenant: &'a TenantId,
-    job_id: Uuid,
-    channel: &'a ChannelId,
-}
-
-impl<'a> Reports<'a> {
-    fn new(subject: &'a Subject, waiters: &'a [store::jobs::WaitingEvent]) -> Self {
-        let tenant = &subject.tenant;
-        let mut answers: Vec<Answer<'a>> = waiters
-            .iter()
-            .map(|w| {
-                let span = TraceParent::parse(&w.traceparent).unwrap_or_else(|| TraceParent::child_of(None));
-                Answer::new(
-                    tenant,
-                    Some(w.event_id.as_str()),
-                    w.origin.as_str(),
-                    span,
-                    w.reply_to.as_deref(),
-                )
-            })
-            .collect();
-        if answers.is_empty() {
-            answers.push(Answer::new(tenant, None, "worker", TraceParent::child_of(None), None));
-        }
-        Self {
-            audit: Answer::new(tenant, None, "worker", TraceParent::child_of(None), None),
-            answers,
-            has_final: false,
-            tenant,
-            job_id: subject.job_id,
-            channel: &subject.channel,
-        }
-    }
-
-    async fn audit(
-        &mut self,
-        txn: &DatabaseTransaction,
-        action: &'static str,
-        outcome: &'static str,
-        details: serde_json::Value,
-    ) -> Result<(), HandlerError> {
-        let entry = AuditEntry {
-            channel: Some(self.channel.clone()),
-            action,
-            outcome,
-            origin: "worker".into(),
-            details,
-        };
-        Ok(self.audit.audit(txn, entry).await?)
-    }
-
-    fn progress<T: crate::contract::outbound::OutboundEvent>(&mut self, data: &T) {
-        self.answers.iter_mut().for_each(|a| a.progress(data));
-    }
-
-    fn finish<T: crate::contract::outbound::OutboundEvent>(&mut self, data: &T) {
-        self.has_final = true;
-        self.answers.iter_mut().for_each(|a| a.finish(data));
-    }
-
-    async fn write(self, txn: &DatabaseTransaction) -> Result<(), HandlerError> {
-        self.audit.write(txn).await?;
-        for answer in self.answers {
-            answer.write(txn).await?;
-        }
-        if self.has_final {
-            store::jobs::mark_answered(txn, self.tenant, self.job_id).await?;
-        }
-        Ok(())
     }
 }

@@ -49,6 +49,34 @@ pub struct ProviderDefinition {
     pub capabilities: BTreeMap<Capability, Vec<String>>,
 }
 
+impl ProviderDefinition {
+    /// Tokens and codes cross these URLs: TLS everywhere but on this machine's loopback.
+    fn check_transport(&self) -> Result<(), CatalogueError> {
+        let endpoints = [
+            ("authorization_url", Some(&self.authorization_url)),
+            ("token_url", Some(&self.token_url)),
+            ("revocation_url", self.revocation_url.as_ref()),
+            ("api_base_url", Some(&self.api_base_url)),
+        ];
+        for (field, url) in endpoints {
+            let Some(url) = url else { continue };
+            let loopback = match url.host() {
+                Some(url::Host::Domain(host)) => host == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+                return Err(CatalogueError::Insecure {
+                    provider: self.name.to_string(),
+                    field,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 fn default_separator() -> String {
     " ".to_owned()
 }
@@ -127,6 +155,8 @@ pub enum CatalogueError {
     Unreadable { path: String, reason: String },
     #[error("the catalogue file {path} is invalid: {reason}")]
     Invalid { path: String, reason: String },
+    #[error("provider {provider}: {field} must use https (plain http is allowed only on loopback)")]
+    Insecure { provider: String, field: &'static str },
     #[error("provider {provider} maps capability {capability} to an invalid scope")]
     InvalidScope { provider: String, capability: String },
 }
@@ -151,6 +181,7 @@ impl Catalogue {
         let mut catalogue = Self::default();
         for mut definition in definitions {
             let name = definition.name.clone();
+            definition.check_transport()?;
             if let Some(uris) = settings.redirect_uris.get(&name) {
                 definition.redirect_uris.clone_from(uris);
             }
@@ -227,6 +258,29 @@ pub fn parse_definitions(text: &str) -> Result<Vec<ProviderDefinition>, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_is_refused_off_loopback() {
+        let text = r#"
+[[provider]]
+name = "shady"
+authorization_url = "http://auth.example/authorize"
+token_url = "https://auth.example/token"
+api_base_url = "https://api.example/"
+[provider.capabilities]
+"profile.read" = ["profile"]
+"#;
+        let definitions = parse_definitions(text).unwrap_or_default();
+        let settings = Settings::from_vars(Default::default());
+        let Ok(settings) = settings else {
+            panic!("default settings parse")
+        };
+        let error = Catalogue::build(definitions, &settings).err().map(|e| e.to_string());
+        assert_eq!(
+            error.as_deref(),
+            Some("provider shady: authorization_url must use https (plain http is allowed only on loopback)")
+        );
+    }
 
     #[test]
     fn built_in_catalogue_parses() {

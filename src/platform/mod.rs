@@ -7,4 +7,4 @@ pub mod oauth;
 
 pub use catalogue::{Catalogue, ClientAuth, Provider, ProviderDefinition};
 pub use errors::PlatformError;
-pub use oauth::{OAuthClient, TokenGrant};
+pub use oauth::{OAuthClient, Revocable, TokenGrant};

@@ -13,11 +13,18 @@ use url::Url;
 
 use super::errors::parse_retry_after;
 use super::{ClientAuth, PlatformError, Provider};
-use crate::domain::ScopeSet;
 use crate::domain::secrets::{AccessToken, AuthCode, PkceVerifier, RefreshToken, StateToken};
+use crate::domain::{ErrorCode, ScopeSet};
 
 /// A token response is a few hundred bytes; anything near this is not one.
 pub const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// A token to revoke.
+#[derive(Debug, Clone, Copy)]
+pub enum Revocable<'a> {
+    Refresh(&'a RefreshToken),
+    Access(&'a AccessToken),
+}
 
 /// What a token endpoint granted.
 #[derive(Debug)]
@@ -130,6 +137,61 @@ impl OAuthClient {
         into_grant(provider, result, &meta)
     }
 
+    /// Revokes a token at the provider's RFC 7009 endpoint: one form POST, authenticated as the
+    /// provider's token endpoint is. RFC 7009 §2.2: 200 means revoked, or already invalid.
+    pub async fn revoke(&self, provider: &Provider, token: Revocable<'_>) -> Result<(), PlatformError> {
+        let definition = &provider.definition;
+        let Some(url) = &definition.revocation_url else {
+            return Err(PlatformError::new(
+                ErrorCode::ProviderRejected,
+                "the provider has no revocation endpoint",
+            ));
+        };
+        let (value, hint) = match token {
+            Revocable::Refresh(token) => (token.expose_secret(), "refresh_token"),
+            Revocable::Access(token) => (token.expose_secret(), "access_token"),
+        };
+        let mut form = vec![("token", value), ("token_type_hint", hint)];
+        let secret = provider.client_secret.as_ref().map(|s| s.expose_secret());
+        let mut request = self.http.post(url.clone());
+        match definition.client_auth {
+            ClientAuth::Basic => {
+                let encode = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+                request = request.basic_auth(encode(&provider.client_id), secret.map(encode));
+            }
+            ClientAuth::Post => {
+                form.push(("client_id", provider.client_id.as_str()));
+                if let Some(secret) = secret {
+                    form.push(("client_secret", secret));
+                }
+            }
+        }
+        let response = request
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| PlatformError::from_transport(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = parse_retry_after(
+            response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+        );
+        if let Some(error) = PlatformError::from_status(status.as_u16(), retry_after) {
+            return Err(error);
+        }
+        let body = read_capped(response).await.unwrap_or_default();
+        let code = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        Err(PlatformError::from_oauth_error(&code))
+    }
+
     /// An oauth2 HTTP client that also records the response's status and `Retry-After`.
     fn recording_client(
         &self,
@@ -143,7 +205,7 @@ impl OAuthClient {
             let meta = meta.clone();
             Box::pin(async move {
                 let (parts, body) = request.into_parts();
-                let mut response = http
+                let response = http
                     .request(parts.method, parts.uri.to_string())
                     .headers(parts.headers)
                     .body(body)
@@ -164,13 +226,7 @@ impl OAuthClient {
                     };
                 }
                 let headers = response.headers().clone();
-                let mut body = Vec::new();
-                while let Some(chunk) = response.chunk().await.map_err(HttpError::Transport)? {
-                    if body.len() + chunk.len() > MAX_TOKEN_RESPONSE_BYTES {
-                        return Err(HttpError::TooLarge);
-                    }
-                    body.extend_from_slice(&chunk);
-                }
+                let body = read_capped(response).await?;
                 let mut builder = oauth2::http::Response::builder().status(status);
                 if let Some(target) = builder.headers_mut() {
                     *target = headers;
@@ -179,6 +235,18 @@ impl OAuthClient {
             })
         }
     }
+}
+
+/// Reads a response body, refusing one larger than [`MAX_TOKEN_RESPONSE_BYTES`].
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, HttpError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(HttpError::Transport)? {
+        if body.len() + chunk.len() > MAX_TOKEN_RESPONSE_BYTES {
+            return Err(HttpError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 type TokenClient = oauth2::Client<

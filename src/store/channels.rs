@@ -149,3 +149,34 @@ pub async fn set_status(
     .await?;
     Ok(())
 }
+
+/// Disables the channel at once: from this commit on, nothing of it runs.
+pub async fn mark_revoked(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    channel_pk: uuid::Uuid,
+    origin: &str,
+) -> Result<(), DbErr> {
+    db.execute_raw(sql(
+        "UPDATE channels SET status = 'revoked', revoked_at = now(), revoked_origin = $3,
+                platform_revocation = NULL, updated_at = now()
+         WHERE tenant_id = $1 AND id = $2",
+        [tenant.as_str().into(), channel_pk.into(), origin.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+pub async fn record_platform_revocation(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    channel_pk: uuid::Uuid,
+    result: &str,
+) -> Result<(), DbErr> {
+    db.execute_raw(sql(
+        "UPDATE channels SET platform_revocation = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2",
+        [tenant.as_str().into(), channel_pk.into(), result.into()],
+    ))
+    .await?;
+    Ok(())
+}

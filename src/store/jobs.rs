@@ -11,6 +11,52 @@ use super::sql;
 use crate::domain::TenantId;
 
 pub const KIND_REFRESH: &str = "refresh";
+pub const KIND_PLATFORM_REVOCATION: &str = "platform_revocation";
+
+/// Creates a job of `kind` due at `run_at`.
+pub async fn create(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    channel_pk: Uuid,
+    channel_id: &str,
+    kind: &str,
+    run_at: DateTime<Utc>,
+    payload: serde_json::Value,
+) -> Result<Uuid, DbErr> {
+    let id = Uuid::now_v7();
+    db.execute_raw(sql(
+        "INSERT INTO jobs (id, tenant_id, channel_pk, channel_id, kind, status, run_at, payload)
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)",
+        [
+            id.into(),
+            tenant.as_str().into(),
+            channel_pk.into(),
+            channel_id.into(),
+            kind.into(),
+            run_at.into(),
+            payload.into(),
+        ],
+    ))
+    .await?;
+    Ok(id)
+}
+
+/// The channel's unfinished job of `kind`, if any.
+pub async fn find_open(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    channel_pk: Uuid,
+    kind: &str,
+) -> Result<Option<Uuid>, DbErr> {
+    let row = db
+        .query_one_raw(sql(
+            "SELECT id FROM jobs WHERE tenant_id = $1 AND channel_pk = $2 AND kind = $3
+               AND status IN ('pending', 'running') ORDER BY created_at DESC LIMIT 1",
+            [tenant.as_str().into(), channel_pk.into(), kind.into()],
+        ))
+        .await?;
+    row.map(|r| r.try_get("", "id")).transpose()
+}
 
 /// How a refresh is (re)scheduled when one is already pending for the channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

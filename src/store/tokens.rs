@@ -67,3 +67,14 @@ pub async fn load(
         ciphertext: r.ciphertext,
     }))
 }
+
+/// Destroys every token of the channel; the channel row and its history stay.
+pub async fn delete_all(db: &impl ConnectionTrait, tenant: &TenantId, channel_pk: uuid::Uuid) -> Result<u64, DbErr> {
+    let result = db
+        .execute_raw(sql(
+            "DELETE FROM channel_tokens WHERE tenant_id = $1 AND channel_pk = $2",
+            [tenant.as_str().into(), channel_pk.into()],
+        ))
+        .await?;
+    Ok(result.rows_affected())
+}

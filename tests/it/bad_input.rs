@@ -110,7 +110,10 @@ async fn a_value_in_the_wrong_field_type_is_never_echoed() {
 #[tokio::test]
 async fn an_event_type_this_version_does_not_handle_is_kept_for_replay() {
     let world = World::spawn().await;
-    let event = world.event("RevokeRequested", json!({ "channel_id": "page-1", "origin": "user" }));
+    let event = world.event(
+        "OperationRequested",
+        json!({ "channel_id": "page-1", "capability": "profile.read", "request": { "method": "GET", "path": "me" } }),
+    );
     world.hub.publish(&event, false).await.unwrap();
     let dead = world.wait_dead_letters(1).await;
     assert_eq!(dead.len(), 1);

@@ -21,7 +21,7 @@ fn contract_prints_the_asyncapi_document_of_every_event() {
     assert!(output.status.success());
     let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(document["asyncapi"], "3.0.0");
-    assert_eq!(document["channels"].as_object().unwrap().len(), 15);
+    assert_eq!(document["channels"].as_object().unwrap().len(), 16);
     let schemas = Command::new(BINARY).args(["contract", "schemas"]).output().unwrap();
     let schemas: serde_json::Value = serde_json::from_slice(&schemas.stdout).unwrap();
     assert_eq!(

@@ -10,4 +10,5 @@ mod binary;
 mod connect;
 mod crash;
 mod refresh;
+mod revoke;
 mod secrets_at_rest;

@@ -5,7 +5,8 @@
 //   - /api/me, a resource server that accepts only tokens carrying `user.read`;
 //   - /_test/stats, call counters the tests assert on (token calls by grant type, replays of a
 //     spent refresh token, revocations);
-//   - /_test/faults, a queue of faults applied to the next token-endpoint calls, in order:
+//   - /_test/faults, a queue of faults applied to the next token-endpoint calls, in order
+//     (to the revocation endpoint's instead with {endpoint: "revocation"}):
 //     {status, retry_after, body, content_type} answers instead of the server;
 //     {delay_ms} delays (then answers `status` if given, else passes through);
 //     {reset: true} drops the connection; {strip_refresh_token: true} passes through without
@@ -25,7 +26,7 @@ const stats = {
   token_calls: 0, revocations: 0, api_calls: 0, replays: 0,
   grants: { authorization_code: 0, refresh_token: 0 }, grant_errors: {},
 };
-const faults = [];
+const faults = { token: [], revocation: [] };
 let rotateNext = true;
 
 const server = http.createServer();
@@ -88,16 +89,20 @@ server.listen(0, '127.0.0.1', () => {
         return res.end(JSON.stringify(stats));
       }
       if (url.pathname === '/_test/faults' && req.method === 'POST') {
-        faults.push(...JSON.parse(await readBody(req)));
+        for (const fault of JSON.parse(await readBody(req))) faults[fault.endpoint ?? 'token'].push(fault);
         res.setHeader('content-type', 'application/json');
         return res.end('{}');
       }
       if (req.method === 'POST' && url.pathname === '/token') {
         stats.token_calls += 1;
-        const fault = faults.shift();
+        const fault = faults.token.shift();
         if (fault && await inject(fault, req, res)) return undefined;
       }
-      if (req.method === 'POST' && url.pathname === '/token/revocation') stats.revocations += 1;
+      if (req.method === 'POST' && url.pathname === '/token/revocation') {
+        stats.revocations += 1;
+        const fault = faults.revocation.shift();
+        if (fault && await inject(fault, req, res)) return undefined;
+      }
       return callback(req, res);
     } catch (error) {
       res.statusCode = 500;

@@ -143,6 +143,23 @@ redirect_uris = ["{REDIRECT_URI}"]
         assert!(response.status().is_success());
     }
 
+    /// Whether the server still honours this refresh token (spends it if it does).
+    pub async fn refresh_works(&self, refresh_token: &str) -> bool {
+        reqwest::Client::new()
+            .post(format!("{}/token", self.issuer))
+            .basic_auth(CLIENT_ID, Some(&self.client_secret))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)])
+            .send()
+            .await
+            .expect("the token endpoint answers")
+            .status()
+            .is_success()
+    }
+
+    pub async fn revocations(&self) -> u64 {
+        self.stats().await["revocations"].as_u64().unwrap_or(0)
+    }
+
     /// Whether the platform's API accepts this access token.
     pub async fn api_accepts(&self, access_token: &str) -> bool {
         reqwest::Client::new()

@@ -1,0 +1,93 @@
+//! How a job answers: one audit record per outcome, and each outcome to every event waiting on
+//! the job (or, when the worker's own schedule started it, once with no correlation).
+
+use sea_orm::DatabaseTransaction;
+use uuid::Uuid;
+
+use crate::audit::AuditEntry;
+use crate::contract::TraceParent;
+use crate::domain::{ChannelId, TenantId};
+use crate::handlers::{Answer, HandlerError};
+use crate::store;
+
+/// The job's answers: one audit record, and each outcome to every waiting event (or, when the
+/// worker's own schedule started the job, once with no correlation).
+pub struct Reports<'a> {
+    audit: Answer<'a>,
+    answers: Vec<Answer<'a>>,
+    has_final: bool,
+    tenant: &'a TenantId,
+    job_id: Uuid,
+    channel: &'a ChannelId,
+}
+
+impl<'a> Reports<'a> {
+    pub fn new(
+        tenant: &'a TenantId,
+        channel: &'a ChannelId,
+        job_id: Uuid,
+        waiters: &'a [store::jobs::WaitingEvent],
+    ) -> Self {
+        let mut answers: Vec<Answer<'a>> = waiters
+            .iter()
+            .map(|w| {
+                let span = TraceParent::parse(&w.traceparent).unwrap_or_else(|| TraceParent::child_of(None));
+                Answer::new(
+                    tenant,
+                    Some(w.event_id.as_str()),
+                    w.origin.as_str(),
+                    span,
+                    w.reply_to.as_deref(),
+                )
+            })
+            .collect();
+        if answers.is_empty() {
+            answers.push(Answer::new(tenant, None, "worker", TraceParent::child_of(None), None));
+        }
+        Self {
+            audit: Answer::new(tenant, None, "worker", TraceParent::child_of(None), None),
+            answers,
+            has_final: false,
+            tenant,
+            job_id,
+            channel,
+        }
+    }
+
+    pub async fn audit(
+        &mut self,
+        txn: &DatabaseTransaction,
+        action: &'static str,
+        outcome: &'static str,
+        details: serde_json::Value,
+    ) -> Result<(), HandlerError> {
+        let entry = AuditEntry {
+            channel: Some(self.channel.clone()),
+            action,
+            outcome,
+            origin: "worker".into(),
+            details,
+        };
+        Ok(self.audit.audit(txn, entry).await?)
+    }
+
+    pub fn progress<T: crate::contract::outbound::OutboundEvent>(&mut self, data: &T) {
+        self.answers.iter_mut().for_each(|a| a.progress(data));
+    }
+
+    pub fn finish<T: crate::contract::outbound::OutboundEvent>(&mut self, data: &T) {
+        self.has_final = true;
+        self.answers.iter_mut().for_each(|a| a.finish(data));
+    }
+
+    pub async fn write(self, txn: &DatabaseTransaction) -> Result<(), HandlerError> {
+        self.audit.write(txn).await?;
+        for answer in self.answers {
+            answer.write(txn).await?;
+        }
+        if self.has_final {
+            store::jobs::mark_answered(txn, self.tenant, self.job_id).await?;
+        }
+        Ok(())
+    }
+}
