@@ -25,6 +25,9 @@ pub mod action {
     pub const CONNECTION_REAUTH_REQUIRED: &str = "connection.reauth_required";
     pub const CONNECTION_REVOKED: &str = "connection.revoked";
     pub const PLATFORM_REVOCATION: &str = "connection.platform_revocation";
+    pub const OPERATION_COMPLETED: &str = "operation.completed";
+    pub const OPERATION_REJECTED: &str = "operation.rejected";
+    pub const OPERATION_SCHEDULED: &str = "operation.scheduled";
 }
 
 #[derive(Debug, Clone)]

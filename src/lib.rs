@@ -21,10 +21,12 @@
 //!   exchange; no redirects, timeouts), [`platform::errors`] (classification into stable codes).
 //! - [`store`]: all SQL, one repository per table, each taking the caller's transaction.
 //! - [`vault`]: AES-256-GCM-SIV key ring; ciphertexts bound to tenant, channel and kind.
+//! - [`access`]: the only door to a plaintext access token: grant checks, then decryption.
 //! - [`audit`]: audit records and their per-channel hash chain.
 //! - [`settings`], [`startup`] (wiring, database creation and migrations), [`shutdown`],
 //!   [`telemetry`], [`cli`], [`demo`], [`sandbox`] (the built-in platform for the demo).
 
+pub mod access;
 pub mod audit;
 pub mod bus;
 pub mod cli;

@@ -32,6 +32,7 @@ pub struct Settings {
     pub refresh: RefreshPolicy,
     pub job_poll: Duration,
     pub job_concurrency: usize,
+    pub operation_max_body: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +162,8 @@ impl Settings {
             },
             job_poll: Duration::from_millis(number("PRAISMA_JOB_POLL_MS", 1_000)?.max(10)),
             job_concurrency: usize::try_from(number("PRAISMA_JOB_CONCURRENCY", 16)?.max(1)).unwrap_or(16),
+            operation_max_body: usize::try_from(number("PRAISMA_OPERATION_MAX_BODY_BYTES", 1 << 20)?)
+                .unwrap_or(1 << 20),
         };
         if settings.state_ttl.is_zero() {
             return Err(SettingsError("PRAISMA_STATE_TTL_SECONDS must be more than 0".into()));

@@ -78,6 +78,7 @@ impl Worker {
             settings: Arc::new(settings),
             outbox_ready: Arc::new(Notify::new()),
             jobs_ready: Arc::new(Notify::new()),
+            tokens_changed: Arc::new(Notify::new()),
         };
         Ok(Self {
             ctx,

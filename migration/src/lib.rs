@@ -6,6 +6,27 @@
 
 pub use sea_orm_migration::prelude::*;
 
+/// A migration that is one SQL script up and one down.
+macro_rules! sql_migration {
+    ($up:expr, $down:expr) => {
+        #[derive(DeriveMigrationName)]
+        pub struct Migration;
+
+        #[async_trait::async_trait]
+        impl MigrationTrait for Migration {
+            async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+                manager.get_connection().execute_unprepared($up).await?;
+                Ok(())
+            }
+
+            async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+                manager.get_connection().execute_unprepared($down).await?;
+                Ok(())
+            }
+        }
+    };
+}
+
 mod m20261204_000001_foundation;
 mod m20261204_000002_jobs;
 mod m20261204_000003_revocation;

@@ -1,8 +1,5 @@
 use sea_orm_migration::prelude::*;
 
-#[derive(DeriveMigrationName)]
-pub struct Migration;
-
 const UP: &str = r#"
 -- When the stored tokens last changed (exchange or refresh): a TokenExpiring that arrives just
 -- after is answered from the current token, without a platform call.
@@ -56,15 +53,4 @@ DROP TABLE IF EXISTS jobs;
 ALTER TABLE channels DROP COLUMN IF EXISTS tokens_updated_at;
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
-    }
-}
+sql_migration!(UP, DOWN);

@@ -69,7 +69,7 @@ pub struct RevokeRequested {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 pub struct OperationRequest {
     pub method: String,
     /// Relative to the provider's API base URL; never a full URL.

@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     InvalidEvent,
-    UnsupportedEvent,
     NotFound,
     UnknownProvider,
     UnknownCapability,
@@ -21,6 +20,7 @@ pub enum ErrorCode {
     RateLimited,
     Timeout,
     ScopeNotGranted,
+    InvalidRequest,
     ConnectionNotActive,
     ConnectionRevoked,
     ReauthRequired,
@@ -30,7 +30,6 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidEvent => "invalid_event",
-            Self::UnsupportedEvent => "unsupported_event",
             Self::NotFound => "not_found",
             Self::UnknownProvider => "unknown_provider",
             Self::UnknownCapability => "unknown_capability",
@@ -46,6 +45,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::Timeout => "timeout",
             Self::ScopeNotGranted => "scope_not_granted",
+            Self::InvalidRequest => "invalid_request",
             Self::ConnectionNotActive => "connection_not_active",
             Self::ConnectionRevoked => "connection_revoked",
             Self::ReauthRequired => "reauth_required",

@@ -6,6 +6,7 @@
 mod answer;
 mod connect;
 mod consent_url;
+pub(crate) mod operation;
 mod rejected;
 mod revoke;
 mod token_expiring;
@@ -17,7 +18,7 @@ use tokio::sync::Notify;
 
 pub use answer::Answer;
 
-use crate::contract::{Command, Envelope, RejectedEvent, TraceParent};
+use crate::contract::{Command, Envelope, TraceParent};
 use crate::domain::ErrorCode;
 use crate::platform::{Catalogue, OAuthClient};
 use crate::settings::Settings;
@@ -37,6 +38,8 @@ pub struct Context {
     pub outbox_ready: Arc<Notify>,
     /// Woken after every commit that made a job due.
     pub jobs_ready: Arc<Notify>,
+    /// Woken (all waiters) after a refresh stored new tokens or was discarded.
+    pub tokens_changed: Arc<Notify>,
 }
 
 /// One delivery as the bus saw it.
@@ -73,6 +76,18 @@ pub struct Inbound<'a> {
     pub span: TraceParent,
 }
 
+impl Inbound<'_> {
+    /// This event, as one a job answers when it finishes.
+    pub fn as_waiter(&self) -> crate::store::jobs::Waiter<'_> {
+        crate::store::jobs::Waiter {
+            event_id: self.envelope.id.as_str(),
+            origin: &self.envelope.source,
+            reply_to: self.reply_to,
+            traceparent: self.span.to_string(),
+        }
+    }
+}
+
 pub async fn process(ctx: &Context, delivery: Delivery<'_>) -> Result<Disposition, HandlerError> {
     let envelope = match Envelope::parse(
         delivery.body,
@@ -96,19 +111,7 @@ pub async fn process(ctx: &Context, delivery: Delivery<'_>) -> Result<Dispositio
         Command::ConnectRequested(data) => connect::handle(ctx, &inbound, data).await,
         Command::TokenExpiring(data) => token_expiring::handle(ctx, &inbound, data).await,
         Command::RevokeRequested(data) => revoke::handle(ctx, &inbound, data).await,
-        Command::OperationRequested(_) => {
-            // Kept whole in the dead-letter queue, unanswered and not marked processed, so a
-            // replay reaches the handler once this worker version has one.
-            let rejected = RejectedEvent {
-                code: ErrorCode::UnsupportedEvent,
-                reason: "this worker version does not handle this event type yet".into(),
-                tenant: Some(envelope.tenant.clone()),
-                event_id: Some(envelope.id.clone()),
-                event_type: None,
-                traceparent: envelope.traceparent,
-            };
-            rejected::handle(ctx, &rejected, delivery).await
-        }
+        Command::OperationRequested(data) => operation::handle(ctx, &inbound, data).await,
     }
 }
 

@@ -10,7 +10,7 @@ use crate::audit::{AuditEntry, action, hex};
 use crate::contract::inbound::INBOUND;
 use crate::contract::outbound::{ConnectionFailed, OperationRejected, TokenRefreshFailed};
 use crate::contract::{RejectedEvent, TraceParent};
-use crate::domain::{ErrorCode, TenantId};
+use crate::domain::TenantId;
 use crate::store::inbox::{self, Claim};
 
 pub async fn handle(
@@ -26,17 +26,14 @@ pub async fn handle(
     };
     let txn = ctx.db.begin().await?;
 
-    // Exact redeliveries of one rejected message are audited once. An unsupported event is not
-    // recorded as processed, so replaying it to a later worker version runs it for real.
-    if rejected.code != ErrorCode::UnsupportedEvent {
-        let key = format!("rejected:{body_sha256}");
-        let claim = inbox::claim(&txn, &tenant, &key, "rejected", ctx.settings.event_lease).await?;
-        if claim == Claim::Done || claim == Claim::Busy {
-            txn.rollback().await?;
-            return Ok(dead_letter);
-        }
-        inbox::complete(&txn, &tenant, &key).await?;
+    // Exact redeliveries of one rejected message are audited once.
+    let key = format!("rejected:{body_sha256}");
+    let claim = inbox::claim(&txn, &tenant, &key, "rejected", ctx.settings.event_lease).await?;
+    if claim == Claim::Done || claim == Claim::Busy {
+        txn.rollback().await?;
+        return Ok(dead_letter);
     }
+    inbox::complete(&txn, &tenant, &key).await?;
 
     let event_id = rejected.event_id.as_ref().map(|id| id.as_str());
     let span = TraceParent::child_of(rejected.traceparent.as_ref());

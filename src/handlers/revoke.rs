@@ -10,7 +10,7 @@ use crate::audit::{AuditEntry, action};
 use crate::contract::inbound::{RevokeOrigin, RevokeRequested};
 use crate::contract::outbound::{ConnectionRevoked, PlatformRevocation, RevokeRejected};
 use crate::domain::{ErrorCode, ProviderName};
-use crate::store::{self, jobs::Waiter};
+use crate::store;
 
 pub async fn handle(
     ctx: &Context,
@@ -22,12 +22,6 @@ pub async fn handle(
     };
     let tenant = &inbound.envelope.tenant;
     let mut answer = Answer::to(inbound);
-    let waiter = || Waiter {
-        event_id: inbound.envelope.id.as_str(),
-        origin: &inbound.envelope.source,
-        reply_to: inbound.reply_to,
-        traceparent: inbound.span.to_string(),
-    };
 
     let Some(channel) = store::channels::find_for_update(&txn, tenant, &request.channel_id).await? else {
         let details = json!({ "error_code": ErrorCode::NotFound, "event_type": "RevokeRequested" });
@@ -54,7 +48,7 @@ pub async fn handle(
             .and_then(PlatformRevocation::parse);
         let pending = store::jobs::find_open(&txn, tenant, channel.id, store::jobs::KIND_PLATFORM_REVOCATION).await?;
         match (recorded, pending) {
-            (None, Some(job_id)) => store::jobs::add_waiter(&txn, tenant, job_id, waiter()).await?,
+            (None, Some(job_id)) => store::jobs::add_waiter(&txn, tenant, job_id, inbound.as_waiter()).await?,
             (recorded, _) => answer.finish(&ConnectionRevoked {
                 channel_id: request.channel_id.clone(),
                 origin: channel
@@ -71,6 +65,14 @@ pub async fn handle(
 
     store::channels::mark_revoked(&txn, tenant, channel.id, request.origin.as_str()).await?;
     let cancelled = store::jobs::cancel_channel_jobs(&txn, tenant, channel.id, "revoked", None).await?;
+    crate::jobs::answer_cancelled(
+        &txn,
+        tenant,
+        &request.channel_id,
+        &cancelled,
+        ErrorCode::ConnectionRevoked,
+    )
+    .await?;
     let provider = ProviderName::parse(channel.provider.clone())
         .ok()
         .and_then(|name| ctx.catalogue.provider(&name).ok());
@@ -121,7 +123,7 @@ pub async fn handle(
                 payload,
             )
             .await?;
-            store::jobs::add_waiter(&txn, tenant, job_id, waiter()).await?;
+            store::jobs::add_waiter(&txn, tenant, job_id, inbound.as_waiter()).await?;
         }
     }
     let disposition = complete(ctx, txn, inbound, answer).await?;

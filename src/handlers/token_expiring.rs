@@ -10,7 +10,7 @@ use crate::audit::{AuditEntry, action};
 use crate::contract::inbound::TokenExpiring;
 use crate::contract::outbound::{TokenRefreshFailed, TokenRefreshed};
 use crate::domain::ErrorCode;
-use crate::store::{self, jobs::Schedule, jobs::Waiter};
+use crate::store::{self, jobs::Schedule};
 use crate::vault::SecretKind;
 
 pub async fn handle(ctx: &Context, inbound: &Inbound<'_>, request: TokenExpiring) -> Result<Disposition, HandlerError> {
@@ -68,13 +68,7 @@ pub async fn handle(ctx: &Context, inbound: &Inbound<'_>, request: TokenExpiring
         Schedule::NoLaterThan,
     )
     .await?;
-    let waiter = Waiter {
-        event_id: inbound.envelope.id.as_str(),
-        origin: &inbound.envelope.source,
-        reply_to: inbound.reply_to,
-        traceparent: inbound.span.to_string(),
-    };
-    store::jobs::add_waiter(&txn, tenant, job_id, waiter).await?;
+    store::jobs::add_waiter(&txn, tenant, job_id, inbound.as_waiter()).await?;
     complete(ctx, txn, inbound, answer).await?;
     ctx.jobs_ready.notify_one();
     Ok(Disposition::Done)

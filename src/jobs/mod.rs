@@ -7,6 +7,7 @@
 //! replica's scheduler at once, the scheduler sleeps exactly until the next due job, and a slow
 //! poll (`PRAISMA_JOB_POLL_MS`) picks up jobs another replica left behind.
 
+pub mod operation;
 pub mod platform_revocation;
 pub mod policy;
 pub mod refresh;
@@ -84,6 +85,7 @@ async fn run_job(ctx: &Context, job: entity::jobs::Model) {
     let result = match kind.as_str() {
         store::jobs::KIND_REFRESH => refresh::run(ctx, job).await,
         store::jobs::KIND_PLATFORM_REVOCATION => platform_revocation::run(ctx, job).await,
+        store::jobs::KIND_OPERATION => operation::run(ctx, job).await,
         _ => {
             tracing::error!(job = %id, kind, "no runner for this job kind");
             Ok(())
@@ -94,4 +96,51 @@ async fn run_job(ctx: &Context, job: entity::jobs::Model) {
         // The job keeps its lease and is taken back when it runs out.
         Err(error) => tracing::warn!(job = %id, kind, %error, "job failed; it will be retried"),
     }
+}
+
+/// Answers the events waiting on jobs that were just cancelled (by a revocation, or a grant
+/// that died): each gets its kind's refusal with `code`, in the cancelling transaction.
+pub async fn answer_cancelled(
+    txn: &sea_orm::DatabaseTransaction,
+    tenant: &crate::domain::TenantId,
+    channel: &crate::domain::ChannelId,
+    cancelled: &[uuid::Uuid],
+    code: crate::domain::ErrorCode,
+) -> Result<(), crate::handlers::HandlerError> {
+    use crate::contract::outbound::{OperationRejected, TokenRefreshFailed};
+    for job_id in cancelled {
+        let Some(job) = store::jobs::get(txn, tenant, *job_id).await? else {
+            continue;
+        };
+        let waiters = store::jobs::open_waiters(txn, tenant, *job_id).await?;
+        for waiter in &waiters {
+            let span = crate::contract::TraceParent::parse(&waiter.traceparent)
+                .unwrap_or_else(|| crate::contract::TraceParent::child_of(None));
+            let mut answer = crate::handlers::Answer::new(
+                tenant,
+                Some(&waiter.event_id),
+                &waiter.origin,
+                span,
+                waiter.reply_to.as_deref(),
+            );
+            match job.kind.as_str() {
+                store::jobs::KIND_OPERATION => answer.finish(&OperationRejected {
+                    channel_id: Some(channel.clone()),
+                    capability: serde_json::from_value(job.payload["capability"].clone()).ok(),
+                    error_code: code,
+                    missing_scopes: None,
+                }),
+                _ => answer.finish(&TokenRefreshFailed {
+                    channel_id: Some(channel.clone()),
+                    error_code: code,
+                    retryable: false,
+                    attempts: u32::try_from(job.attempts).unwrap_or(0),
+                    next_attempt_at: None,
+                }),
+            }
+            answer.write(txn).await?;
+        }
+        store::jobs::mark_answered(txn, tenant, *job_id).await?;
+    }
+    Ok(())
 }

@@ -219,6 +219,7 @@ async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<
                 Some(subject.job_id),
             )
             .await?;
+            super::answer_cancelled(&txn, tenant, &subject.channel, &cancelled, ErrorCode::ReauthRequired).await?;
             let details = json!({ "job_id": subject.job_id, "error_code": error.code, "cancelled_jobs": cancelled });
             reports
                 .audit(&txn, action::CONNECTION_REAUTH_REQUIRED, "failure", details)
@@ -234,6 +235,7 @@ async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<
     txn.commit().await?;
     ctx.outbox_ready.notify_one();
     ctx.jobs_ready.notify_one();
+    ctx.tokens_changed.notify_waiters();
     if let Some(grant) = orphaned {
         revoke_orphaned(ctx, &provider, grant).await;
     }

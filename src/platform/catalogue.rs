@@ -137,6 +137,14 @@ impl Provider {
             .collect()
     }
 
+    /// What a user's grant allows on this provider.
+    pub fn grant(&self, granted: ScopeSet) -> CapabilityGrant<'_> {
+        CapabilityGrant {
+            provider: self,
+            grant: crate::domain::Grant::new(granted),
+        }
+    }
+
     /// Redirect URIs must match one the deployment registered, exactly (RFC 9700 §4.1.3).
     pub fn allows_redirect(&self, uri: &Url) -> bool {
         self.definition.redirect_uris.iter().any(|allowed| allowed == uri)
@@ -144,6 +152,29 @@ impl Provider {
 
     pub fn scope_separators(&self) -> Vec<char> {
         self.definition.scope_separator.chars().collect()
+    }
+}
+
+/// A grant read through a provider's capability map: `allows` and `missing` are the only
+/// questions an operation asks. An unknown capability is allowed nothing.
+#[derive(Debug, Clone)]
+pub struct CapabilityGrant<'a> {
+    provider: &'a Provider,
+    grant: crate::domain::Grant,
+}
+
+impl CapabilityGrant<'_> {
+    pub fn allows(&self, capability: &Capability) -> bool {
+        self.provider
+            .scopes_for(capability)
+            .is_some_and(|needed| self.grant.allows(needed))
+    }
+
+    /// The scopes the grant lacks for `capability`; `None` when the provider does not offer it.
+    pub fn missing(&self, capability: &Capability) -> Option<ScopeSet> {
+        self.provider
+            .scopes_for(capability)
+            .map(|needed| self.grant.missing(needed))
     }
 }
 

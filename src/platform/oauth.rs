@@ -69,6 +69,11 @@ impl OAuthClient {
         Ok(Self { http })
     }
 
+    /// The hardened HTTP client (no redirects, timeouts), for API calls.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// A fresh PKCE S256 pair: the challenge goes in the URL, the verifier stays with us.
     pub fn new_pkce() -> (PkceCodeChallenge, PkceVerifier) {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();

@@ -12,6 +12,17 @@ use crate::domain::TenantId;
 
 pub const KIND_REFRESH: &str = "refresh";
 pub const KIND_PLATFORM_REVOCATION: &str = "platform_revocation";
+pub const KIND_OPERATION: &str = "operation";
+
+pub async fn get(db: &impl ConnectionTrait, tenant: &TenantId, job_id: Uuid) -> Result<Option<jobs::Model>, DbErr> {
+    let row = db
+        .query_one_raw(sql(
+            "SELECT * FROM jobs WHERE tenant_id = $1 AND id = $2",
+            [tenant.as_str().into(), job_id.into()],
+        ))
+        .await?;
+    row.map(|r| jobs::Model::from_query_result(&r, "")).transpose()
+}
 
 /// Creates a job of `kind` due at `run_at`.
 pub async fn create(

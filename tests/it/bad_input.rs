@@ -106,25 +106,3 @@ async fn a_value_in_the_wrong_field_type_is_never_echoed() {
     assert!(!world.dump_tables().await.contains(secret));
     world.teardown().await;
 }
-
-#[tokio::test]
-async fn an_event_type_this_version_does_not_handle_is_kept_for_replay() {
-    let world = World::spawn().await;
-    let event = world.event(
-        "OperationRequested",
-        json!({ "channel_id": "page-1", "capability": "profile.read", "request": { "method": "GET", "path": "me" } }),
-    );
-    world.hub.publish(&event, false).await.unwrap();
-    let dead = world.wait_dead_letters(1).await;
-    assert_eq!(dead.len(), 1);
-    assert_eq!(
-        dead[0].headers.get("x-error-code").map(String::as_str),
-        Some("unsupported_event")
-    );
-    assert_eq!(
-        world.count("SELECT count(*) FROM inbox", vec![]).await,
-        0,
-        "not marked processed, so a replay runs it"
-    );
-    world.teardown().await;
-}

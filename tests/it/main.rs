@@ -9,6 +9,7 @@ mod bad_input;
 mod binary;
 mod connect;
 mod crash;
+mod operations;
 mod refresh;
 mod revoke;
 mod secrets_at_rest;

@@ -2,7 +2,9 @@
 // PKCE required, refresh-token rotation, RFC 7009 revocation and introspection, plus
 //   - /interaction/:uid, which completes login and consent without a browser
 //     (`?deny=a,b` leaves those scopes unticked; `?refuse=1` refuses altogether);
-//   - /api/me, a resource server that accepts only tokens carrying `user.read`;
+//   - /api/..., a resource server checking bearer tokens and scopes: GET me (user.read),
+//     POST posts (posts.write), GET big (user.read; a 2 MiB answer), GET pages (user.read;
+//     an answer carrying page access tokens, as Meta's does);
 //   - /_test/stats, call counters the tests assert on (token calls by grant type, replays of a
 //     spent refresh token, revocations);
 //   - /_test/faults, a queue of faults applied to the next token-endpoint calls, in order
@@ -26,7 +28,7 @@ const stats = {
   token_calls: 0, revocations: 0, api_calls: 0, replays: 0,
   grants: { authorization_code: 0, refresh_token: 0 }, grant_errors: {},
 };
-const faults = { token: [], revocation: [] };
+const faults = { token: [], revocation: [], api: [] };
 let rotateNext = true;
 
 const server = http.createServer();
@@ -83,7 +85,12 @@ server.listen(0, '127.0.0.1', () => {
     try {
       const url = new URL(req.url, issuer);
       if (url.pathname.startsWith('/interaction/')) return await interact(provider, api, req, res, url);
-      if (url.pathname === '/api/me') return await me(provider, req, res);
+      if (url.pathname.startsWith('/api/')) {
+        stats.api_calls += 1;
+        const fault = faults.api.shift();
+        if (fault && await inject(fault, req, res)) return undefined;
+        return await resourceServer(provider, req, res, url);
+      }
       if (url.pathname === '/_test/stats') {
         res.setHeader('content-type', 'application/json');
         return res.end(JSON.stringify(stats));
@@ -176,20 +183,29 @@ async function interact(provider, api, req, res, url) {
   }, { mergeWithLastSubmission: false });
 }
 
-async function me(provider, req, res) {
-  stats.api_calls += 1;
+async function resourceServer(provider, req, res, url) {
   const header = req.headers.authorization ?? '';
   const token = header.startsWith('Bearer ') ? await provider.AccessToken.find(header.slice(7)) : undefined;
   res.setHeader('content-type', 'application/json');
-  if (!token) {
-    res.statusCode = 401;
-    return res.end(JSON.stringify({ error: 'invalid_token' }));
+  const answer = (status, body) => {
+    res.statusCode = status;
+    res.end(typeof body === 'string' ? body : JSON.stringify(body));
+  };
+  if (!token) return answer(401, { error: 'invalid_token' });
+  const scopes = new Set(String(token.scope ?? '').split(' '));
+  const route = `${req.method} ${url.pathname.slice('/api/'.length)}`;
+  const needs = { 'GET me': 'user.read', 'POST posts': 'posts.write', 'GET big': 'user.read', 'GET pages': 'user.read' }[route];
+  if (!needs) return answer(404, { error: 'not_found' });
+  if (!scopes.has(needs)) return answer(403, { error: 'insufficient_scope', scope: needs });
+  switch (route) {
+    case 'GET me': return answer(200, { id: token.accountId, scope: token.scope });
+    case 'POST posts': {
+      const body = JSON.parse((await readBody(req)) || '{}');
+      return answer(201, { id: `post-${stats.api_calls}`, text: body.text ?? null });
+    }
+    case 'GET big': return answer(200, JSON.stringify({ blob: 'x'.repeat(2 * 1024 * 1024) }));
+    default: return answer(200, { data: [{ id: 'page-9', name: 'A Page', access_token: 'EAAPAGETOKENVALUE' }] });
   }
-  if (!String(token.scope ?? '').split(' ').includes('user.read')) {
-    res.statusCode = 403;
-    return res.end(JSON.stringify({ error: 'insufficient_scope' }));
-  }
-  return res.end(JSON.stringify({ id: token.accountId, scope: token.scope }));
 }
 
 process.stdin.resume();

@@ -156,6 +156,10 @@ redirect_uris = ["{REDIRECT_URI}"]
             .is_success()
     }
 
+    pub async fn api_calls(&self) -> u64 {
+        self.stats().await["api_calls"].as_u64().unwrap_or(0)
+    }
+
     pub async fn revocations(&self) -> u64 {
         self.stats().await["revocations"].as_u64().unwrap_or(0)
     }

@@ -1,0 +1,237 @@
+//! `OperationRequested`: the grant is checked before anything else; then the call runs with a
+//! token resolved for it alone, or, with a future `run_at`, becomes a job of the channel.
+//!
+//! The platform call happens between two transactions, like a code exchange. A crash after the
+//! platform answered and before the outcome committed re-runs the call when the event comes
+//! back: platforms offer no general way to make a write idempotent, so this is at-least-once.
+
+use sea_orm::TransactionTrait;
+use serde_json::{Value, json};
+
+use super::{Answer, Begun, Context, Disposition, HandlerError, Inbound, begin, complete};
+use crate::access::{self, Refusal};
+use crate::audit::{AuditEntry, action};
+use crate::contract::inbound::OperationRequested;
+use crate::contract::outbound::{OperationCompleted, OperationRejected};
+use crate::domain::{Capability, ChannelId, ErrorCode, TenantId};
+use crate::platform::api::{self, ApiResponse, CheckedRequest};
+use crate::store::{self, inbox, jobs::Schedule};
+
+pub async fn handle(
+    ctx: &Context,
+    inbound: &Inbound<'_>,
+    request: OperationRequested,
+) -> Result<Disposition, HandlerError> {
+    let Begun::Run(txn) = begin(ctx, inbound).await? else {
+        return Ok(Disposition::Done);
+    };
+    let tenant = &inbound.envelope.tenant;
+    let (channel, capability) = (&request.channel_id, &request.capability);
+    let mut answer = Answer::to(inbound);
+    let checked = match access::check(&txn, &ctx.catalogue, tenant, channel, capability).await? {
+        Ok(allowed) => {
+            api::check(&allowed.provider, &request.request).map_err(|_| Refusal::new(ErrorCode::InvalidRequest))
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let checked = match checked {
+        Ok(checked) => checked,
+        Err(refusal) => {
+            let (entry, outcome) = report(
+                &answer.origin(),
+                channel,
+                capability,
+                &request.request.method,
+                Executed::Rejected(refusal),
+            );
+            answer.audit(&txn, entry).await?;
+            outcome.finish(&mut answer);
+            return complete(ctx, txn, inbound, answer).await;
+        }
+    };
+
+    if let Some(run_at) = request.run_at.filter(|at| *at > crate::clock::now()) {
+        let Some(row) = store::channels::find(&txn, tenant, channel).await? else {
+            return Err(HandlerError::Database(sea_orm::DbErr::RecordNotFound("channel".into())));
+        };
+        let payload = json!({ "capability": capability, "request": request.request });
+        let job_id = store::jobs::create(
+            &txn,
+            tenant,
+            row.id,
+            channel.as_str(),
+            store::jobs::KIND_OPERATION,
+            run_at,
+            payload,
+        )
+        .await?;
+        store::jobs::add_waiter(&txn, tenant, job_id, inbound.as_waiter()).await?;
+        let details = json!({ "capability": capability, "job_id": job_id, "run_at": run_at });
+        let entry = AuditEntry {
+            channel: Some(channel.clone()),
+            action: action::OPERATION_SCHEDULED,
+            outcome: "success",
+            origin: answer.origin(),
+            details,
+        };
+        answer.audit(&txn, entry).await?;
+        let disposition = complete(ctx, txn, inbound, answer).await?;
+        ctx.jobs_ready.notify_one();
+        return Ok(disposition);
+    }
+
+    // The inbox row stays 'processing' under its lease while the platform is called.
+    txn.commit().await?;
+    let executed = execute(ctx, tenant, channel, capability, &checked).await?;
+    let txn = ctx.db.begin().await?;
+    if !inbox::lock_if_processing(&txn, tenant, inbound.envelope.id.as_str()).await? {
+        txn.rollback().await?;
+        return Ok(Disposition::Done);
+    }
+    let mut answer = Answer::to(inbound);
+    let (entry, outcome) = report(&answer.origin(), channel, capability, &request.request.method, executed);
+    answer.audit(&txn, entry).await?;
+    outcome.finish(&mut answer);
+    complete(ctx, txn, inbound, answer).await
+}
+
+/// What running an operation came to.
+pub(crate) enum Executed {
+    Completed(ApiResponse),
+    Rejected(Refusal),
+}
+
+/// Resolves the token (re-checking the grant), calls the platform, and on a 401 refreshes the
+/// token through the channel's single-flight refresh job and tries once more.
+pub(crate) async fn execute(
+    ctx: &Context,
+    tenant: &TenantId,
+    channel: &ChannelId,
+    capability: &Capability,
+    request: &CheckedRequest,
+) -> Result<Executed, HandlerError> {
+    let mut refreshed = false;
+    loop {
+        let (allowed, token) = match access::resolve(ctx, tenant, channel, capability).await? {
+            Ok(resolved) => resolved,
+            Err(refusal) => return Ok(Executed::Rejected(refusal)),
+        };
+        let response = api::send(
+            ctx.oauth.http(),
+            request,
+            token.token(),
+            ctx.settings.operation_max_body,
+        )
+        .await;
+        drop(token);
+        match response {
+            Ok(response) if response.status == 401 && !refreshed => {
+                refreshed = true;
+                refresh_and_wait(ctx, tenant, &allowed.channel).await?;
+            }
+            Ok(response) => return Ok(Executed::Completed(response)),
+            Err(error) => return Ok(Executed::Rejected(Refusal::new(error.code))),
+        }
+    }
+}
+
+/// Pulls the channel's refresh forward and waits (bounded) until it has stored a new token.
+async fn refresh_and_wait(
+    ctx: &Context,
+    tenant: &TenantId,
+    channel: &entity::channels::Model,
+) -> Result<(), HandlerError> {
+    let txn = ctx.db.begin().await?;
+    let now = crate::clock::now();
+    store::jobs::schedule_refresh(
+        &txn,
+        tenant,
+        channel.id,
+        &channel.channel_id,
+        now,
+        Schedule::NoLaterThan,
+    )
+    .await?;
+    txn.commit().await?;
+    ctx.jobs_ready.notify_one();
+    let deadline = tokio::time::Instant::now() + ctx.settings.http_timeout * 2;
+    loop {
+        let changed = ctx.tokens_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let current = store::channels::find_by_pk(&ctx.db, tenant, channel.id).await?;
+        let moved_on = current.is_none_or(|row| row.token_version != channel.token_version || row.status != "active");
+        if moved_on || tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        // A refresh on another replica does not wake us; look again shortly.
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+/// The outcome of an operation, final either way.
+pub(crate) enum OperationOutcome {
+    Completed(OperationCompleted),
+    Rejected(OperationRejected),
+}
+
+impl OperationOutcome {
+    pub(crate) fn finish(&self, answer: &mut Answer<'_>) {
+        match self {
+            Self::Completed(data) => answer.finish(data),
+            Self::Rejected(data) => answer.finish(data),
+        }
+    }
+}
+
+/// The audit record and the outcome for an operation's result.
+pub(crate) fn report(
+    origin: &str,
+    channel: &ChannelId,
+    capability: &Capability,
+    method: &str,
+    executed: Executed,
+) -> (AuditEntry, OperationOutcome) {
+    let method = method.to_ascii_uppercase();
+    let method = if api::METHODS.contains(&method.as_str()) {
+        Value::String(method)
+    } else {
+        Value::Null
+    };
+    match executed {
+        Executed::Completed(response) => (
+            AuditEntry {
+                channel: Some(channel.clone()),
+                action: action::OPERATION_COMPLETED,
+                outcome: "success",
+                origin: origin.to_owned(),
+                details: json!({ "capability": capability, "method": method, "status": response.status, "truncated": response.truncated }),
+            },
+            OperationOutcome::Completed(OperationCompleted {
+                channel_id: channel.clone(),
+                capability: capability.clone(),
+                status: response.status,
+                body: response.body,
+                truncated: response.truncated,
+            }),
+        ),
+        Executed::Rejected(refusal) => (
+            AuditEntry {
+                channel: Some(channel.clone()),
+                action: action::OPERATION_REJECTED,
+                outcome: "rejected",
+                origin: origin.to_owned(),
+                details: json!({ "capability": capability, "error_code": refusal.code, "missing_scopes": refusal.missing_scopes }),
+            },
+            OperationOutcome::Rejected(OperationRejected {
+                channel_id: Some(channel.clone()),
+                capability: Some(capability.clone()),
+                error_code: refusal.code,
+                missing_scopes: refusal.missing_scopes,
+            }),
+        ),
+    }
+}

@@ -1,0 +1,61 @@
+//! A scheduled operation, run once when due. The grant is checked again at that moment: what
+//! was allowed when it was scheduled may not be any more.
+
+use entity::jobs::Model as Job;
+use sea_orm::TransactionTrait;
+
+use super::reports::Reports;
+use crate::access::{self, Refusal};
+use crate::contract::inbound::OperationRequest;
+use crate::domain::{Capability, ChannelId, ErrorCode, TenantId};
+use crate::handlers::operation::{Executed, OperationOutcome, execute, report};
+use crate::handlers::{Context, HandlerError};
+use crate::platform::api;
+use crate::store;
+
+pub async fn run(ctx: &Context, job: Job) -> Result<(), HandlerError> {
+    let parsed = (
+        TenantId::parse(job.tenant_id.clone()),
+        ChannelId::parse(job.channel_id.clone()),
+        serde_json::from_value::<Capability>(job.payload["capability"].clone()),
+        serde_json::from_value::<OperationRequest>(job.payload["request"].clone()),
+    );
+    let (Ok(tenant), Ok(channel), Ok(capability), Ok(request)) = parsed else {
+        tracing::error!(job = %job.id, "a scheduled operation's payload does not parse; failing it");
+        let tenant = TenantId::parse(job.tenant_id.clone()).unwrap_or_else(|_| TenantId::unattributed());
+        store::jobs::finish(&ctx.db, &tenant, job.id, "failed", Some("invalid_event"), None).await?;
+        return Ok(());
+    };
+    let executed = match access::check(&ctx.db, &ctx.catalogue, &tenant, &channel, &capability).await? {
+        Err(refusal) => Executed::Rejected(refusal),
+        Ok(allowed) => match api::check(&allowed.provider, &request) {
+            Err(_) => Executed::Rejected(Refusal::new(ErrorCode::InvalidRequest)),
+            Ok(checked) => execute(ctx, &tenant, &channel, &capability, &checked).await?,
+        },
+    };
+
+    let txn = ctx.db.begin().await?;
+    if store::jobs::lock_running(&txn, &tenant, job.id).await?.is_none() {
+        // Cancelled while it ran (revocation, reauth): the canceller answered its waiters.
+        txn.rollback().await?;
+        return Ok(());
+    }
+    let waiters = store::jobs::open_waiters(&txn, &tenant, job.id).await?;
+    let mut reports = Reports::new(&tenant, &channel, job.id, &waiters);
+    let (entry, outcome) = report("worker", &channel, &capability, &request.method, executed);
+    let status = if matches!(outcome, OperationOutcome::Completed(_)) {
+        "done"
+    } else {
+        "failed"
+    };
+    reports.audit(&txn, entry.action, entry.outcome, entry.details).await?;
+    match &outcome {
+        OperationOutcome::Completed(data) => reports.finish(data),
+        OperationOutcome::Rejected(data) => reports.finish(data),
+    }
+    store::jobs::finish(&txn, &tenant, job.id, status, None, None).await?;
+    reports.write(&txn).await?;
+    txn.commit().await?;
+    ctx.outbox_ready.notify_one();
+    Ok(())
+}
