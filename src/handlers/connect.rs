@@ -314,7 +314,8 @@ async fn store_grant(
     }
     // The built-in schedule: refresh ahead of expiry with no external scheduler. A token that
     // never expires, or that cannot be refreshed, gets no job.
-    if let (Some(lifetime), Some(_)) = (grant.expires_in, &grant.refresh_token) {
+    let renewable = grant.refresh_token.is_some() || provider.renews_with_access_token();
+    if let Some(lifetime) = grant.expires_in.filter(|_| renewable) {
         let next = ctx.settings.refresh.next_refresh(crate::clock::now(), lifetime);
         store::jobs::schedule_refresh(txn, tenant, row.id, channel.as_str(), next, Schedule::Replace).await?;
     }

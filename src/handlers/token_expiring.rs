@@ -51,9 +51,14 @@ pub async fn handle(ctx: &Context, inbound: &Inbound<'_>, request: TokenExpiring
         });
         return complete(ctx, txn, inbound, answer).await;
     }
-    if store::tokens::load(&txn, tenant, channel.id, SecretKind::RefreshToken)
-        .await?
-        .is_none()
+    let renews_with_access_token = crate::domain::ProviderName::parse(channel.provider.clone())
+        .ok()
+        .and_then(|name| ctx.catalogue.provider(&name).ok())
+        .is_some_and(|provider| provider.renews_with_access_token());
+    if !renews_with_access_token
+        && store::tokens::load(&txn, tenant, channel.id, SecretKind::RefreshToken)
+            .await?
+            .is_none()
     {
         refuse(&txn, &mut answer, &request, ErrorCode::ReauthRequired, true).await?;
         return complete(ctx, txn, inbound, answer).await;

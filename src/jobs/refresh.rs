@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::reports::Reports;
 use crate::audit::action;
 use crate::contract::outbound::{ConnectionReauthRequired, TokenRefreshFailed, TokenRefreshed};
-use crate::domain::secrets::RefreshToken;
+use crate::domain::secrets::{AccessToken, RefreshToken};
 use crate::domain::{ChannelId, ErrorCode, ProviderName, ScopeSet, TenantId};
 use crate::handlers::{Context, HandlerError};
 use crate::platform::{PlatformError, Revocable, TokenGrant};
@@ -79,40 +79,57 @@ async fn call(ctx: &Context, subject: &Subject, provider: &str) -> Attempt {
             "the channel's provider is no longer configured",
         )));
     };
+    // Meta, Instagram and Threads renew by trading the access token itself.
+    let kind = if provider.renews_with_access_token() {
+        SecretKind::AccessToken
+    } else {
+        SecretKind::RefreshToken
+    };
     let binding = Binding {
         tenant: &subject.tenant,
         channel: &subject.channel,
-        kind: SecretKind::RefreshToken,
+        kind,
         context: "",
     };
-    let sealed = match store::tokens::load(&ctx.db, &subject.tenant, subject.channel_pk, SecretKind::RefreshToken).await
-    {
+    let sealed = match store::tokens::load(&ctx.db, &subject.tenant, subject.channel_pk, kind).await {
         Ok(Some(sealed)) => sealed,
         Ok(None) => {
             return Attempt::Called(Err(PlatformError::new(
                 ErrorCode::ReauthRequired,
-                "the grant has no refresh token",
+                "the grant has no token to renew with",
             )));
         }
         Err(error) => {
-            tracing::warn!(%error, "reading the refresh token failed");
+            tracing::warn!(%error, "reading the stored token failed");
             return Attempt::Called(Err(PlatformError::new(
                 ErrorCode::ProviderUnavailable,
                 "the stored token could not be read",
             )));
         }
     };
-    let refresh_token = match ctx.vault.open(&binding, &sealed) {
-        Ok(plaintext) => RefreshToken::new(plaintext.to_string()),
+    let plaintext = match ctx.vault.open(&binding, &sealed) {
+        Ok(plaintext) => plaintext,
         Err(error) => {
-            tracing::error!(%error, tenant = %subject.tenant, channel = %subject.channel, "a stored refresh token failed to open");
+            tracing::error!(%error, tenant = %subject.tenant, channel = %subject.channel, "a stored token failed to open");
             return Attempt::Called(Err(PlatformError::new(
                 ErrorCode::ReauthRequired,
-                "the stored refresh token could not be read",
+                "the stored token could not be read",
             )));
         }
     };
-    Attempt::Called(ctx.oauth.refresh(provider, &refresh_token).await)
+    let result = match kind {
+        SecretKind::AccessToken => {
+            ctx.oauth
+                .renew_access_token(provider, &AccessToken::new(plaintext.to_string()))
+                .await
+        }
+        _ => {
+            ctx.oauth
+                .refresh(provider, &RefreshToken::new(plaintext.to_string()))
+                .await
+        }
+    };
+    Attempt::Called(result)
 }
 
 async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<(), HandlerError> {

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::errors::parse_retry_after;
+use super::errors::retry_after_of;
 use super::{PlatformError, Provider};
 use crate::contract::inbound::OperationRequest;
 use crate::domain::secrets::AccessToken;
@@ -127,12 +127,7 @@ pub async fn send(
     }
     let mut response = builder.send().await.map_err(|e| PlatformError::from_transport(&e))?;
     let status = response.status().as_u16();
-    let retry_after = parse_retry_after(
-        response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let retry_after = retry_after_of(&response);
     let mut bytes = Vec::new();
     let mut truncated = false;
     while let Some(chunk) = response.chunk().await.map_err(|e| PlatformError::from_transport(&e))? {

@@ -45,14 +45,50 @@ pub struct ProviderDefinition {
     pub redirect_uris: Vec<Url>,
     #[serde(default)]
     pub extra_authorization_params: BTreeMap<String, String>,
+    /// How a token is renewed; the standard refresh-token grant when absent.
+    #[serde(default)]
+    pub renewal: Renewal,
     /// Capability → the scopes it needs: the single source for consent and for every check.
     pub capabilities: BTreeMap<Capability, Vec<String>>,
+}
+
+/// How a provider's tokens are kept alive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Renewal {
+    /// RFC 6749 §6: trade the refresh token at the token endpoint.
+    #[default]
+    RefreshToken,
+    /// Trade the current, still valid access token for a new one: Meta's `fb_exchange_token`,
+    /// Instagram's `ig_refresh_token`, Threads' `th_refresh_token`.
+    AccessTokenGrant {
+        /// Defaults to the token endpoint.
+        #[serde(default)]
+        url: Option<Url>,
+        #[serde(default = "default_get")]
+        http_method: String,
+        grant_type: String,
+        /// The parameter that carries the current access token.
+        token_parameter: String,
+        /// Whether `client_id` and `client_secret` go along as parameters.
+        #[serde(default)]
+        client_credentials: bool,
+    },
+}
+
+fn default_get() -> String {
+    "GET".to_owned()
 }
 
 impl ProviderDefinition {
     /// Tokens and codes cross these URLs: TLS everywhere but on this machine's loopback.
     fn check_transport(&self) -> Result<(), CatalogueError> {
+        let renewal_url = match &self.renewal {
+            Renewal::AccessTokenGrant { url, .. } => url.as_ref(),
+            Renewal::RefreshToken => None,
+        };
         let endpoints = [
+            ("renewal.url", renewal_url),
             ("authorization_url", Some(&self.authorization_url)),
             ("token_url", Some(&self.token_url)),
             ("revocation_url", self.revocation_url.as_ref()),
@@ -148,6 +184,11 @@ impl Provider {
     /// Redirect URIs must match one the deployment registered, exactly (RFC 9700 §4.1.3).
     pub fn allows_redirect(&self, uri: &Url) -> bool {
         self.definition.redirect_uris.iter().any(|allowed| allowed == uri)
+    }
+
+    /// Whether a grant can be kept alive without a refresh token.
+    pub fn renews_with_access_token(&self) -> bool {
+        matches!(self.definition.renewal, Renewal::AccessTokenGrant { .. })
     }
 
     pub fn scope_separators(&self) -> Vec<char> {

@@ -75,6 +75,16 @@ impl PlatformError {
     }
 }
 
+/// A response's `Retry-After`, when it is a number of seconds.
+pub fn retry_after_of(response: &reqwest::Response) -> Option<Duration> {
+    parse_retry_after(
+        response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
 /// `Retry-After` as delta-seconds; the HTTP-date form is rare on token endpoints and ignored.
 pub fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
     value?

@@ -6,6 +6,6 @@ pub mod catalogue;
 pub mod errors;
 pub mod oauth;
 
-pub use catalogue::{CapabilityGrant, Catalogue, ClientAuth, Provider, ProviderDefinition};
+pub use catalogue::{CapabilityGrant, Catalogue, ClientAuth, Provider, ProviderDefinition, Renewal};
 pub use errors::PlatformError;
 pub use oauth::{OAuthClient, Revocable, TokenGrant};

@@ -11,8 +11,8 @@ use oauth2::{
 };
 use url::Url;
 
-use super::errors::parse_retry_after;
-use super::{ClientAuth, PlatformError, Provider};
+use super::errors::retry_after_of;
+use super::{ClientAuth, PlatformError, Provider, Renewal};
 use crate::domain::secrets::{AccessToken, AuthCode, PkceVerifier, RefreshToken, StateToken};
 use crate::domain::{ErrorCode, ScopeSet};
 
@@ -142,6 +142,60 @@ impl OAuthClient {
         into_grant(provider, result, &meta)
     }
 
+    /// Renews by trading the current access token (Meta, Instagram, Threads). Their answers
+    /// carry no `token_type` and sometimes a string `expires_in`, so they are read by
+    /// [`LenientTokenResponse`], not by the oauth2 crate's standard response.
+    pub async fn renew_access_token(
+        &self,
+        provider: &Provider,
+        access_token: &AccessToken,
+    ) -> Result<TokenGrant, PlatformError> {
+        let Renewal::AccessTokenGrant {
+            url,
+            http_method,
+            grant_type,
+            token_parameter,
+            client_credentials,
+        } = &provider.definition.renewal
+        else {
+            return Err(PlatformError::new(
+                ErrorCode::ProviderRejected,
+                "the provider renews with refresh tokens",
+            ));
+        };
+        let url = url.clone().unwrap_or_else(|| provider.definition.token_url.clone());
+        let mut params = vec![
+            ("grant_type", grant_type.as_str()),
+            (token_parameter.as_str(), access_token.expose_secret()),
+        ];
+        if *client_credentials {
+            params.push(("client_id", provider.client_id.as_str()));
+            if let Some(secret) = &provider.client_secret {
+                params.push(("client_secret", secret.expose_secret()));
+            }
+        }
+        let request = if http_method.eq_ignore_ascii_case("POST") {
+            self.http.post(url).form(&params)
+        } else {
+            self.http.get(url).query(&params)
+        };
+        let response = request.send().await.map_err(|e| PlatformError::from_transport(&e))?;
+        let status = response.status().as_u16();
+        let retry_after = retry_after_of(&response);
+        if let Some(error) = PlatformError::from_status(status, retry_after) {
+            return Err(error);
+        }
+        let body = read_capped(response)
+            .await
+            .map_err(|_| PlatformError::unreadable_response())?;
+        if !(200..300).contains(&status) {
+            return Err(classify_error_body(&body));
+        }
+        let parsed: LenientTokenResponse =
+            serde_json::from_slice(&body).map_err(|_| PlatformError::unreadable_response())?;
+        Ok(parsed.into_grant(provider))
+    }
+
     /// Revokes a token at the provider's RFC 7009 endpoint: one form POST, authenticated as the
     /// provider's token endpoint is. RFC 7009 §2.2: 200 means revoked, or already invalid.
     pub async fn revoke(&self, provider: &Provider, token: Revocable<'_>) -> Result<(), PlatformError> {
@@ -180,21 +234,12 @@ impl OAuthClient {
         if status.is_success() {
             return Ok(());
         }
-        let retry_after = parse_retry_after(
-            response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok()),
-        );
+        let retry_after = retry_after_of(&response);
         if let Some(error) = PlatformError::from_status(status.as_u16(), retry_after) {
             return Err(error);
         }
         let body = read_capped(response).await.unwrap_or_default();
-        let code = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-            .unwrap_or_default();
-        Err(PlatformError::from_oauth_error(&code))
+        Err(classify_error_body(&body))
     }
 
     /// An oauth2 HTTP client that also records the response's status and `Retry-After`.
@@ -218,12 +263,7 @@ impl OAuthClient {
                     .await
                     .map_err(HttpError::Transport)?;
                 let status = response.status();
-                let retry_after = parse_retry_after(
-                    response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok()),
-                );
+                let retry_after = retry_after_of(&response);
                 if let Ok(mut meta) = meta.lock() {
                     *meta = ResponseMeta {
                         status: status.as_u16(),
@@ -239,6 +279,50 @@ impl OAuthClient {
                 builder.body(body).map_err(|_| HttpError::Assemble)
             })
         }
+    }
+}
+
+/// A token response as platforms that bend RFC 6749 §5.1 send it: no `token_type`, an
+/// `expires_in` that may be a string, scopes that may be comma-separated.
+#[derive(serde::Deserialize)]
+struct LenientTokenResponse {
+    access_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+impl LenientTokenResponse {
+    fn into_grant(self, provider: &Provider) -> TokenGrant {
+        let seconds = match &self.expires_in {
+            Some(serde_json::Value::Number(n)) => n.as_u64(),
+            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
+        TokenGrant {
+            access_token: AccessToken::new(self.access_token),
+            refresh_token: self.refresh_token.map(RefreshToken::new),
+            expires_in: seconds.map(Duration::from_secs),
+            scope: self
+                .scope
+                .map(|raw| ScopeSet::parse_delimited(&raw, &provider.scope_separators())),
+        }
+    }
+}
+
+/// An error body: RFC 6749's `{"error": "invalid_grant"}`, or Graph API's
+/// `{"error": {"type": "OAuthException", "code": 190}}` (190: the token is invalid or expired).
+fn classify_error_body(body: &[u8]) -> PlatformError {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    match &value["error"] {
+        serde_json::Value::String(code) => PlatformError::from_oauth_error(code),
+        serde_json::Value::Object(error) if error.get("code").and_then(|c| c.as_i64()) == Some(190) => {
+            PlatformError::from_oauth_error("invalid_grant")
+        }
+        _ => PlatformError::from_oauth_error(""),
     }
 }
 

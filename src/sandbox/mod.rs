@@ -2,6 +2,11 @@
 //! with PKCE S256 required, refresh-token rotation, RFC 7009 revocation) and an API that checks
 //! bearer tokens and scopes. The demo runs against it. The user's consent is automatic: the
 //! authorization endpoint redirects straight back with a code, as if the user clicked "allow".
+//!
+//! It also speaks Meta's dialect, for the quirks a standard server cannot show: `/meta/token`
+//! answers a code with a short-lived token and no refresh token, and `/meta/access_token`
+//! trades a still-valid token for a long-lived one (`grant_type=fb_exchange_token`), with
+//! Graph-style errors (`{"error": {"type": "OAuthException", "code": 190}}`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -22,7 +27,9 @@ use tokio_util::sync::CancellationToken;
 use crate::platform::ProviderDefinition;
 
 pub const PROVIDER_NAME: &str = "sandbox";
+pub const META_PROVIDER_NAME: &str = "sandbox_meta";
 pub const ACCESS_TOKEN_LIFETIME_SECS: u64 = 3600;
+pub const LONG_LIVED_LIFETIME_SECS: u64 = 60 * 86_400;
 
 #[derive(Debug, Clone)]
 pub struct SandboxClient {
@@ -43,6 +50,7 @@ struct Books {
     access_tokens: HashMap<String, String>,
     refresh_tokens: HashMap<String, String>,
     token_calls: u64,
+    renewals: u64,
 }
 
 #[derive(Clone)]
@@ -87,10 +95,43 @@ redirect_uris = ["{redirect}"]
 "#,
             redirect = self.client.redirect_uri
         );
-        crate::platform::catalogue::parse_definitions(&text)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| "no definition".into())
+        one_definition(&text)
+    }
+
+    /// The Meta-dialect entry: no refresh tokens, renewal by `fb_exchange_token`.
+    pub fn meta_definition(&self) -> Result<ProviderDefinition, String> {
+        let base = self.base_url();
+        let text = format!(
+            r#"
+[[provider]]
+name = "{META_PROVIDER_NAME}"
+display_name = "Sandbox (Meta dialect)"
+authorization_url = "{base}/authorize"
+token_url = "{base}/meta/token"
+api_base_url = "{base}/api/"
+scope_separator = ","
+pkce = true
+client_auth = "post"
+redirect_uris = ["{redirect}"]
+[provider.renewal]
+method = "access_token_grant"
+url = "{base}/meta/access_token"
+http_method = "GET"
+grant_type = "fb_exchange_token"
+token_parameter = "fb_exchange_token"
+client_credentials = true
+[provider.capabilities]
+"profile.read" = ["profile"]
+"posts.publish" = ["posts.read", "posts.write"]
+"#,
+            redirect = self.client.redirect_uri
+        );
+        one_definition(&text)
+    }
+
+    /// Access-token renewals served (`fb_exchange_token`).
+    pub fn renewals(&self) -> u64 {
+        self.books.lock().map(|b| b.renewals).unwrap_or(0)
     }
 
     pub fn token_calls(&self) -> u64 {
@@ -100,6 +141,13 @@ redirect_uris = ["{redirect}"]
     pub fn stop(&self) {
         self.stop.cancel();
     }
+}
+
+fn one_definition(text: &str) -> Result<ProviderDefinition, String> {
+    crate::platform::catalogue::parse_definitions(text)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| "no definition".into())
 }
 
 pub async fn start(client: SandboxClient) -> std::io::Result<SandboxHandle> {
@@ -114,6 +162,8 @@ pub async fn start(client: SandboxClient) -> std::io::Result<SandboxHandle> {
         .route("/authorize", get(authorize))
         .route("/token", post(token))
         .route("/revoke", post(revoke))
+        .route("/meta/token", post(meta_token))
+        .route("/meta/access_token", get(meta_exchange))
         .route("/api/me", get(me))
         .with_state(state);
     let stop = CancellationToken::new();
@@ -203,6 +253,10 @@ struct TokenForm {
     code_verifier: Option<String>,
     #[serde(default)]
     refresh_token: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret: Option<String>,
 }
 
 fn client_authenticated(sandbox: &Sandbox, headers: &HeaderMap) -> bool {
@@ -212,6 +266,73 @@ fn client_authenticated(sandbox: &Sandbox, headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
         .is_some_and(|given| given == expected)
+}
+
+fn form_client_authenticated(sandbox: &Sandbox, client_id: Option<&str>, client_secret: Option<&str>) -> bool {
+    client_id == Some(sandbox.client.client_id.as_str()) && client_secret == Some(sandbox.client.client_secret.as_str())
+}
+
+fn graph_error(message: &str) -> Response {
+    let body = json!({ "error": { "message": message, "type": "OAuthException", "code": 190 } });
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+/// Redeems a code the Meta way: a short-lived token, no refresh token, no `scope`.
+async fn meta_token(State(sandbox): State<Sandbox>, Form(form): Form<TokenForm>) -> Response {
+    if !form_client_authenticated(&sandbox, form.client_id.as_deref(), form.client_secret.as_deref()) {
+        return graph_error("Error validating client secret.");
+    }
+    let Ok(mut books) = sandbox.books.lock() else {
+        return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error");
+    };
+    books.token_calls += 1;
+    let issued = form.code.as_ref().and_then(|c| books.codes.remove(c));
+    let verified = issued.filter(|issued| {
+        let verifier_matches = form
+            .code_verifier
+            .as_ref()
+            .is_some_and(|verifier| URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) == issued.challenge);
+        verifier_matches && form.redirect_uri.as_deref() == Some(issued.redirect_uri.as_str())
+    });
+    let Some(issued) = verified else {
+        return graph_error("Invalid verification code format.");
+    };
+    let access = random_token("EAA");
+    books
+        .access_tokens
+        .insert(access.clone(), issued.scope.replace(',', " "));
+    Json(json!({ "access_token": access, "token_type": "bearer", "expires_in": ACCESS_TOKEN_LIFETIME_SECS }))
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct ExchangeQuery {
+    grant_type: String,
+    client_id: String,
+    client_secret: String,
+    fb_exchange_token: String,
+}
+
+/// Trades a valid token for a long-lived one; the old one stays valid until it expires.
+async fn meta_exchange(State(sandbox): State<Sandbox>, Query(query): Query<ExchangeQuery>) -> Response {
+    if !form_client_authenticated(&sandbox, Some(&query.client_id), Some(&query.client_secret)) {
+        return graph_error("Error validating client secret.");
+    }
+    if query.grant_type != "fb_exchange_token" {
+        return graph_error("Unsupported grant type.");
+    }
+    let Ok(mut books) = sandbox.books.lock() else {
+        return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error");
+    };
+    books.token_calls += 1;
+    let Some(scope) = books.access_tokens.get(&query.fb_exchange_token).cloned() else {
+        return graph_error("Error validating access token: Session has expired.");
+    };
+    books.renewals += 1;
+    let access = random_token("EAA");
+    books.access_tokens.insert(access.clone(), scope);
+    Json(json!({ "access_token": access, "token_type": "bearer", "expires_in": LONG_LIVED_LIFETIME_SECS }))
+        .into_response()
 }
 
 async fn token(State(sandbox): State<Sandbox>, headers: HeaderMap, Form(form): Form<TokenForm>) -> Response {

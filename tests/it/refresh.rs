@@ -332,3 +332,58 @@ async fn token_expiring_for_unknown_or_foreign_channels_calls_nobody() {
     assert_eq!(world.peer.refreshes().await, 0);
     world.teardown().await;
 }
+
+#[tokio::test]
+async fn a_platform_without_refresh_tokens_is_renewed_by_trading_the_access_token() {
+    let world = World::spawn_with(Options {
+        sandbox: true,
+        ..Options::default()
+    })
+    .await;
+    let callback = world
+        .consent_callback_via("sandbox_meta", "page-1", &["profile.read"], &[])
+        .await;
+    let established = world.request(&world.connect_request(&callback)).await;
+    assert_eq!(
+        established.event_type(),
+        "ConnectionEstablished",
+        "{:?}",
+        established.event
+    );
+    assert!(
+        world.stored_token("page-1", "refresh").await.is_none(),
+        "Meta issues no refresh token"
+    );
+    assert_eq!(
+        world
+            .count(
+                "SELECT count(*) FROM jobs WHERE kind = 'refresh' AND status = 'pending'",
+                vec![]
+            )
+            .await,
+        1,
+        "the built-in schedule still keeps the token alive"
+    );
+    let before = world.stored_token("page-1", "access").await.unwrap();
+
+    let answer = refresh_now(&world, "page-1").await;
+    assert_eq!(answer.event_type(), "TokenRefreshed", "{:?}", answer.event);
+    assert_eq!(answer.event["data"]["refresh_token_rotated"], false);
+    let sandbox = world.sandbox.as_ref().unwrap();
+    assert_eq!(sandbox.renewals(), 1, "one fb_exchange_token call");
+    let after = world.stored_token("page-1", "access").await.unwrap();
+    assert_ne!(before, after);
+    let expires: chrono::DateTime<chrono::Utc> = answer.event["data"]["expires_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        expires > chrono::Utc::now() + chrono::Duration::days(59),
+        "a long-lived token"
+    );
+    let me = reqwest::Client::new()
+        .get(format!("{}/api/me", sandbox.base_url()))
+        .bearer_auth(&after)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    world.teardown().await;
+}

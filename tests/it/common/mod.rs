@@ -14,6 +14,7 @@ use praisma_worker::bus::hub_client::{HubClient, Received};
 use praisma_worker::bus::{self, topology};
 use praisma_worker::platform::Catalogue;
 use praisma_worker::platform::catalogue::parse_definitions;
+use praisma_worker::sandbox::{SandboxClient, SandboxHandle};
 use praisma_worker::settings::{BusSettings, Settings};
 use praisma_worker::startup::{StartupError, Worker};
 use praisma_worker::vault::Vault;
@@ -44,6 +45,7 @@ pub struct World {
     pub peer: Peer,
     pub tenant: String,
     pub vault: Vault,
+    pub sandbox: Option<SandboxHandle>,
     db_name: String,
     workers: Vec<RunningWorker>,
 }
@@ -67,6 +69,8 @@ pub struct Options {
     pub access_ttl_secs: u64,
     /// Extra worker settings, as environment variables.
     pub vars: Vec<(&'static str, String)>,
+    /// Also run the in-project sandbox platform (its standard and Meta-dialect providers).
+    pub sandbox: bool,
 }
 
 impl Default for Options {
@@ -74,6 +78,7 @@ impl Default for Options {
         Self {
             access_ttl_secs: 3600,
             vars: Vec::new(),
+            sandbox: false,
         }
     }
 }
@@ -107,13 +112,34 @@ impl World {
         for (name, value) in options.vars {
             vars.insert(name.to_owned(), value);
         }
+        let sandbox = if options.sandbox {
+            let client = SandboxClient {
+                client_id: "praisma-sandbox".into(),
+                client_secret: format!("sandbox-{id}"),
+                redirect_uri: REDIRECT_URI.into(),
+            };
+            for name in ["SANDBOX", "SANDBOX_META"] {
+                vars.insert(format!("PRAISMA_PROVIDER_{name}_CLIENT_ID"), client.client_id.clone());
+                vars.insert(
+                    format!("PRAISMA_PROVIDER_{name}_CLIENT_SECRET"),
+                    client.client_secret.clone(),
+                );
+            }
+            Some(
+                praisma_worker::sandbox::start(client)
+                    .await
+                    .expect("the sandbox starts"),
+            )
+        } else {
+            None
+        };
         let mut settings = Settings::from_vars(vars).expect("test settings are valid");
         settings.bus = BusSettings::namespaced(&format!("test.{id}"));
         let vault_spec = Vault::ephemeral_spec();
         let vault = Vault::from_spec(&vault_spec).expect("ephemeral key");
         settings.vault_keys = Some(vault_spec);
 
-        let catalogue = catalogue_for(&peer, &settings);
+        let catalogue = catalogue_for(&peer, sandbox.as_ref(), &settings);
         let first = spawn_worker(&settings, catalogue).await;
         World {
             hub: HubClient::connect(&settings.amqp_url, &settings.bus.exchange)
@@ -127,13 +153,15 @@ impl World {
             tenant: format!("tenant_{}", &id[..8]),
             vault,
             db_name,
+            sandbox,
             workers: vec![first.0],
         }
     }
 
     /// Starts one more worker on this world's database and queues; returns its fault switches.
     pub async fn start_worker(&mut self) -> Arc<Faults> {
-        let (running, faults) = spawn_worker(&self.settings, catalogue_for(&self.peer, &self.settings)).await;
+        let catalogue = catalogue_for(&self.peer, self.sandbox.as_ref(), &self.settings);
+        let (running, faults) = spawn_worker(&self.settings, catalogue).await;
         self.workers.push(running);
         faults
     }
@@ -192,9 +220,13 @@ impl World {
     }
 
     pub fn consent_request(&self, channel: &str, capabilities: &[&str]) -> Value {
+        self.consent_request_via("oidc_test", channel, capabilities)
+    }
+
+    pub fn consent_request_via(&self, provider: &str, channel: &str, capabilities: &[&str]) -> Value {
         self.event(
             "ConsentUrlRequested",
-            json!({ "channel_id": channel, "provider": "oidc_test", "capabilities": capabilities, "redirect_uri": REDIRECT_URI }),
+            json!({ "channel_id": channel, "provider": provider, "capabilities": capabilities, "redirect_uri": REDIRECT_URI }),
         )
     }
 
@@ -240,7 +272,20 @@ impl World {
     /// Consent URL → the user consents (leaving `deny` unticked) → the callback, not yet
     /// forwarded to the worker.
     pub async fn consent_callback(&self, channel: &str, capabilities: &[&str], deny: &[&str]) -> Callback {
-        let issued = self.request(&self.consent_request(channel, capabilities)).await;
+        self.consent_callback_via("oidc_test", channel, capabilities, deny)
+            .await
+    }
+
+    pub async fn consent_callback_via(
+        &self,
+        provider: &str,
+        channel: &str,
+        capabilities: &[&str],
+        deny: &[&str],
+    ) -> Callback {
+        let issued = self
+            .request(&self.consent_request_via(provider, channel, capabilities))
+            .await;
         assert_eq!(issued.event_type(), "ConsentUrlIssued", "{:?}", issued.event);
         let url = issued.event["data"]["authorization_url"]
             .as_str()
@@ -381,6 +426,9 @@ impl World {
 
     pub async fn teardown(mut self) {
         self.join_workers().await;
+        if let Some(sandbox) = &self.sandbox {
+            sandbox.stop();
+        }
         if let Ok(connection) = bus::connect(&self.settings.amqp_url, "test-teardown").await {
             if let Ok(channel) = connection.create_channel().await {
                 let _ = topology::delete(&channel, &self.settings.bus).await;
@@ -396,8 +444,12 @@ impl World {
     }
 }
 
-fn catalogue_for(peer: &Peer, settings: &Settings) -> Catalogue {
-    let definitions = parse_definitions(&peer.catalogue_entry()).expect("test catalogue parses");
+fn catalogue_for(peer: &Peer, sandbox: Option<&SandboxHandle>, settings: &Settings) -> Catalogue {
+    let mut definitions = parse_definitions(&peer.catalogue_entry()).expect("test catalogue parses");
+    if let Some(sandbox) = sandbox {
+        definitions.push(sandbox.definition().expect("sandbox definition"));
+        definitions.push(sandbox.meta_definition().expect("sandbox Meta definition"));
+    }
     Catalogue::build(definitions, settings).expect("test catalogue builds")
 }
 
