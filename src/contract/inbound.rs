@@ -87,6 +87,10 @@ pub struct OperationRequested {
     pub request: OperationRequest,
     #[serde(default)]
     pub run_at: Option<DateTime<Utc>>,
+    /// A 429, a 5xx or a transport failure may be retried later (with backoff, honouring
+    /// `Retry-After`) instead of being reported at once. Only for calls that are safe to repeat.
+    #[serde(default)]
+    pub retryable: bool,
 }
 
 /// A parsed inbound event, ready for its handler.

@@ -89,10 +89,57 @@ pub async fn handle(
         return Ok(Disposition::Done);
     }
     let mut answer = Answer::to(inbound);
+    if let Some(delay) = retry_delay(ctx, &executed, 1).filter(|_| request.retryable) {
+        // Answered when a later attempt settles it.
+        let Some(row) = store::channels::find(&txn, tenant, channel).await? else {
+            return Err(HandlerError::Database(sea_orm::DbErr::RecordNotFound("channel".into())));
+        };
+        let run_at = crate::clock::now() + delay;
+        let payload =
+            json!({ "capability": capability, "request": request.request, "retryable": true, "after_attempts": 1 });
+        let job_id = store::jobs::create(
+            &txn,
+            tenant,
+            row.id,
+            channel.as_str(),
+            store::jobs::KIND_OPERATION,
+            run_at,
+            payload,
+        )
+        .await?;
+        store::jobs::add_waiter(&txn, tenant, job_id, inbound.as_waiter()).await?;
+        let details = json!({ "capability": capability, "job_id": job_id, "run_at": run_at, "retry": true });
+        let entry = AuditEntry {
+            channel: Some(channel.clone()),
+            action: action::OPERATION_SCHEDULED,
+            outcome: "retrying",
+            origin: answer.origin(),
+            details,
+        };
+        answer.audit(&txn, entry).await?;
+        let disposition = complete(ctx, txn, inbound, answer).await?;
+        ctx.jobs_ready.notify_one();
+        return Ok(disposition);
+    }
     let (entry, outcome) = report(&answer.origin(), channel, capability, &request.request.method, executed);
     answer.audit(&txn, entry).await?;
     outcome.finish(&mut answer);
     complete(ctx, txn, inbound, answer).await
+}
+
+/// When a retryable operation should be tried again after `attempts` tries, if at all: only
+/// for a 429, a 5xx or a transient transport failure, within the refresh backoff's attempts.
+pub(crate) fn retry_delay(ctx: &Context, executed: &Executed, attempts: u32) -> Option<chrono::Duration> {
+    let retry_after = match executed {
+        Executed::Completed(response) if response.status == 429 || response.status >= 500 => response.retry_after,
+        Executed::Rejected(refusal) if refusal.code.is_transient() => None,
+        _ => return None,
+    };
+    let delay = ctx
+        .settings
+        .refresh
+        .retry_delay(attempts, retry_after, crate::clock::now(), None)?;
+    chrono::Duration::from_std(delay).ok()
 }
 
 /// What running an operation came to.

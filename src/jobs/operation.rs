@@ -8,7 +8,7 @@ use super::reports::Reports;
 use crate::access::{self, Refusal};
 use crate::contract::inbound::OperationRequest;
 use crate::domain::{Capability, ChannelId, ErrorCode, TenantId};
-use crate::handlers::operation::{Executed, OperationOutcome, execute, report};
+use crate::handlers::operation::{Executed, OperationOutcome, execute, report, retry_delay};
 use crate::handlers::{Context, HandlerError};
 use crate::platform::api;
 use crate::store;
@@ -38,6 +38,18 @@ pub async fn run(ctx: &Context, job: Job) -> Result<(), HandlerError> {
     if store::jobs::lock_running(&txn, &tenant, job.id).await?.is_none() {
         // Cancelled while it ran (revocation, reauth): the canceller answered its waiters.
         txn.rollback().await?;
+        return Ok(());
+    }
+    let retryable = job.payload["retryable"].as_bool().unwrap_or(false);
+    let attempts = u32::try_from(job.payload["after_attempts"].as_i64().unwrap_or(0) + i64::from(job.attempts))
+        .unwrap_or(u32::MAX);
+    if let Some(delay) = retry_delay(ctx, &executed, attempts).filter(|_| retryable) {
+        let code = match &executed {
+            Executed::Rejected(refusal) => refusal.code.as_str(),
+            Executed::Completed(_) => "provider_unavailable",
+        };
+        store::jobs::retry_at(&txn, &tenant, job.id, crate::clock::now() + delay, code).await?;
+        txn.commit().await?;
         return Ok(());
     }
     let waiters = store::jobs::open_waiters(&txn, &tenant, job.id).await?;

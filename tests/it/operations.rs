@@ -293,3 +293,41 @@ async fn a_redelivered_operation_calls_the_platform_once() {
     assert_eq!(world.peer.api_calls().await, 1);
     world.teardown().await;
 }
+
+#[tokio::test]
+async fn a_throttled_call_is_reported_or_retried_when_the_request_allows_it() {
+    let world = World::spawn_with(Options {
+        vars: vec![("PRAISMA_REFRESH_RETRY_MIN_MS", "50".into())],
+        ..Options::default()
+    })
+    .await;
+    world.connect_channel("page-1", &["profile.read"], &[]).await;
+    world
+        .peer
+        .inject(json!([{ "endpoint": "api", "status": 429, "retry_after": 1 }]))
+        .await;
+    let reported = world.request(&read_me(&world, "page-1")).await;
+    assert_eq!(reported.event_type(), "OperationCompleted");
+    assert_eq!(
+        reported.event["data"]["status"], 429,
+        "without `retryable` the platform's answer is reported"
+    );
+
+    world
+        .peer
+        .inject(json!([{ "endpoint": "api", "status": 503 }, { "endpoint": "api", "status": 429, "retry_after": 1 }]))
+        .await;
+    let mut retryable = read_me(&world, "page-1");
+    retryable["data"]["retryable"] = json!(true);
+    let sent = chrono::Utc::now();
+    let answer = world.request(&retryable).await;
+    assert_eq!(answer.event_type(), "OperationCompleted");
+    assert_eq!(answer.event["data"]["status"], 200, "retried until it went through");
+    let answered = chrono::DateTime::parse_from_rfc3339(answer.event["time"].as_str().unwrap()).unwrap();
+    assert!(
+        answered.with_timezone(&chrono::Utc) - sent >= chrono::Duration::milliseconds(950),
+        "Retry-After was honoured"
+    );
+    assert_eq!(world.peer.api_calls().await, 4);
+    world.teardown().await;
+}
