@@ -5,7 +5,7 @@
 //! platform answered and before the outcome committed re-runs the call when the event comes
 //! back: platforms offer no general way to make a write idempotent, so this is at-least-once.
 
-use sea_orm::TransactionTrait;
+use sea_orm::{DatabaseTransaction, TransactionTrait};
 use serde_json::{Value, json};
 
 use super::{Answer, Begun, Context, Disposition, HandlerError, Inbound, begin, complete};
@@ -51,33 +51,7 @@ pub async fn handle(
     };
 
     if let Some(run_at) = request.run_at.filter(|at| *at > crate::clock::now()) {
-        let Some(row) = store::channels::find(&txn, tenant, channel).await? else {
-            return Err(HandlerError::Database(sea_orm::DbErr::RecordNotFound("channel".into())));
-        };
-        let payload = json!({ "capability": capability, "request": request.request });
-        let job_id = store::jobs::create(
-            &txn,
-            tenant,
-            row.id,
-            channel.as_str(),
-            store::jobs::KIND_OPERATION,
-            run_at,
-            payload,
-        )
-        .await?;
-        store::jobs::add_waiter(&txn, tenant, job_id, inbound.as_waiter()).await?;
-        let details = json!({ "capability": capability, "job_id": job_id, "run_at": run_at });
-        let entry = AuditEntry {
-            channel: Some(channel.clone()),
-            action: action::OPERATION_SCHEDULED,
-            outcome: "success",
-            origin: answer.origin(),
-            details,
-        };
-        answer.audit(&txn, entry).await?;
-        let disposition = complete(ctx, txn, inbound, answer).await?;
-        ctx.jobs_ready.notify_one();
-        return Ok(disposition);
+        return defer(ctx, txn, inbound, answer, &request, run_at, Deferral::Scheduled).await;
     }
 
     // The inbox row stays 'processing' under its lease while the platform is called.
@@ -91,40 +65,59 @@ pub async fn handle(
     let mut answer = Answer::to(inbound);
     if let Some(delay) = retry_delay(ctx, &executed, 1).filter(|_| request.retryable) {
         // Answered when a later attempt settles it.
-        let Some(row) = store::channels::find(&txn, tenant, channel).await? else {
-            return Err(HandlerError::Database(sea_orm::DbErr::RecordNotFound("channel".into())));
-        };
         let run_at = crate::clock::now() + delay;
-        let payload =
-            json!({ "capability": capability, "request": request.request, "retryable": true, "after_attempts": 1 });
-        let job_id = store::jobs::create(
-            &txn,
-            tenant,
-            row.id,
-            channel.as_str(),
-            store::jobs::KIND_OPERATION,
-            run_at,
-            payload,
-        )
-        .await?;
-        store::jobs::add_waiter(&txn, tenant, job_id, inbound.as_waiter()).await?;
-        let details = json!({ "capability": capability, "job_id": job_id, "run_at": run_at, "retry": true });
-        let entry = AuditEntry {
-            channel: Some(channel.clone()),
-            action: action::OPERATION_SCHEDULED,
-            outcome: "retrying",
-            origin: answer.origin(),
-            details,
-        };
-        answer.audit(&txn, entry).await?;
-        let disposition = complete(ctx, txn, inbound, answer).await?;
-        ctx.jobs_ready.notify_one();
-        return Ok(disposition);
+        return defer(ctx, txn, inbound, answer, &request, run_at, Deferral::Retry).await;
     }
     let (entry, outcome) = report(&answer.origin(), channel, capability, &request.request.method, executed);
     answer.audit(&txn, entry).await?;
     outcome.finish(&mut answer);
     complete(ctx, txn, inbound, answer).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deferral {
+    /// A future `run_at`.
+    Scheduled,
+    /// A retryable call that failed transiently on its first attempt.
+    Retry,
+}
+
+/// Makes the operation a job of its channel due at `run_at`, answered when it runs.
+async fn defer(
+    ctx: &Context,
+    txn: DatabaseTransaction,
+    inbound: &Inbound<'_>,
+    mut answer: Answer<'_>,
+    request: &OperationRequested,
+    run_at: chrono::DateTime<chrono::Utc>,
+    deferral: Deferral,
+) -> Result<Disposition, HandlerError> {
+    let tenant = &inbound.envelope.tenant;
+    let (channel, capability) = (&request.channel_id, &request.capability);
+    let Some(row) = store::channels::find(&txn, tenant, channel).await? else {
+        return Err(HandlerError::Database(sea_orm::DbErr::RecordNotFound("channel".into())));
+    };
+    let retry = deferral == Deferral::Retry;
+    let payload = json!({
+        "capability": capability,
+        "request": request.request,
+        "retryable": request.retryable,
+        "after_attempts": u32::from(retry),
+    });
+    let kind = store::jobs::KIND_OPERATION;
+    let job_id = store::jobs::create(&txn, tenant, row.id, channel.as_str(), kind, run_at, payload).await?;
+    store::jobs::add_waiter(&txn, tenant, job_id, inbound.as_waiter()).await?;
+    let entry = AuditEntry {
+        channel: Some(channel.clone()),
+        action: action::OPERATION_SCHEDULED,
+        outcome: if retry { "retrying" } else { "success" },
+        origin: answer.origin(),
+        details: json!({ "capability": capability, "job_id": job_id, "run_at": run_at, "retry": retry }),
+    };
+    answer.audit(&txn, entry).await?;
+    let disposition = complete(ctx, txn, inbound, answer).await?;
+    ctx.jobs_ready.notify_one();
+    Ok(disposition)
 }
 
 /// When a retryable operation should be tried again after `attempts` tries, if at all: only
