@@ -12,18 +12,25 @@
 //!   [`contract::inbound`] and [`contract::outbound`] are the events, [`contract::schema`]
 //!   generates the AsyncAPI document and JSON Schemas from them, [`contract::trace`] carries
 //!   W3C trace context.
-//! - [`handlers`]: what each event does, one file per event; [`handlers::process`] is the entry.
-//!   Bad input ends in `handlers/rejected.rs` (audited, answered where possible, dead-lettered).
+//! - [`handlers`]: what each event does, one file per event (`consent_url`, `connect`,
+//!   `token_expiring`, `revoke`, `operation`); [`handlers::process`] is the entry. Bad input
+//!   ends in `handlers/rejected.rs` (audited, answered where possible, dead-lettered).
+//! - [`jobs`]: durable work of a channel, run by the [`jobs::Scheduler`]: [`jobs::refresh`]
+//!   (the single-flight token refresh and its fence), [`jobs::platform_revocation`],
+//!   [`jobs::operation`] (scheduled or retried operations); [`jobs::policy`] says when to
+//!   refresh and how long to back off.
 //! - [`domain`]: values valid by construction (tenant, channel, provider, capability, scopes,
 //!   grant, error codes) and [`domain::secrets`], one type per secret.
 //! - [`platform`]: every byte that crosses to a platform. [`platform::catalogue`] (provider
-//!   definitions, `catalogue.toml` built in), [`platform::oauth`] (authorization URL, code
-//!   exchange; no redirects, timeouts), [`platform::errors`] (classification into stable codes).
+//!   definitions, `catalogue.toml` built in, capability grants), [`platform::oauth`]
+//!   (authorization URL, code exchange, refresh, access-token renewal, RFC 7009 revocation; no
+//!   redirects, timeouts), [`platform::api`] (operations: path guard, capped and redacted
+//!   answers), [`platform::errors`] (classification into stable codes).
 //! - [`store`]: all SQL, one repository per table, each taking the caller's transaction.
 //! - [`vault`]: AES-256-GCM-SIV key ring; ciphertexts bound to tenant, channel and kind.
 //! - [`access`]: the only door to a plaintext access token: grant checks, then decryption.
 //! - [`audit`]: audit records and their per-channel hash chain.
-//! - [`settings`], [`startup`] (wiring, database creation and migrations), [`shutdown`],
+//! - [`settings`], [`clock`], [`startup`] (wiring, database creation and migrations), [`shutdown`],
 //!   [`telemetry`], [`cli`], [`demo`], [`sandbox`] (the built-in platform for the demo).
 
 pub mod access;
