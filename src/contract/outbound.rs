@@ -118,7 +118,7 @@ pub struct OperationCompleted {
     /// The platform's HTTP status.
     pub status: u16,
     /// The platform's answer: JSON as returned, or text; fields naming a token or a secret are
-    /// replaced by "[redacted]".
+    /// replaced by `"[redacted]"`.
     pub body: Value,
     /// The answer was longer than the cap and `body` holds only its start, as text.
     pub truncated: bool,

@@ -144,7 +144,7 @@ impl OAuthClient {
 
     /// Renews by trading the current access token (Meta, Instagram, Threads). Their answers
     /// carry no `token_type` and sometimes a string `expires_in`, so they are read by
-    /// [`LenientTokenResponse`], not by the oauth2 crate's standard response.
+    /// a lenient response type, not by the oauth2 crate's standard response.
     pub async fn renew_access_token(
         &self,
         provider: &Provider,
