@@ -38,11 +38,14 @@ fn finals_for<'a>(all: &'a [Received], ids: &BTreeSet<String>) -> Vec<&'a Receiv
 }
 
 #[tokio::test]
-async fn a_storm_of_token_expiring_on_two_workers_makes_one_refresh_call() {
+async fn a_storm_of_token_expiring_on_two_worker_processes_makes_one_refresh_call() {
     let mut world = World::spawn().await;
-    world.start_worker().await;
     let (established, _) = world.connect_channel("page-1", &["profile.read"], &[]).await;
     assert_eq!(established.event_type(), "ConnectionEstablished");
+    // Two worker processes share the queue and the database; the in-process worker steps aside.
+    world.start_worker_process().await;
+    world.start_worker_process().await;
+    world.join_first_worker().await;
     world.age_tokens("page-1").await;
     world.peer.inject(json!([{ "delay_ms": 300 }])).await;
 

@@ -46,6 +46,9 @@ pub struct World {
     pub tenant: String,
     pub vault: Vault,
     pub sandbox: Option<SandboxHandle>,
+    /// The worker's settings as environment variables, for worker processes.
+    env: BTreeMap<String, String>,
+    processes: Vec<tokio::process::Child>,
     db_name: String,
     workers: Vec<RunningWorker>,
 }
@@ -133,11 +136,19 @@ impl World {
         } else {
             None
         };
+        let vault_spec = Vault::ephemeral_spec();
+        vars.insert("PRAISMA_EXCHANGE".to_owned(), format!("test.{id}"));
+        vars.insert("PRAISMA_VAULT_KEYS".to_owned(), vault_spec.expose_secret().to_owned());
+        let catalogue_file = std::env::temp_dir().join(format!("catalogue-{id}.toml"));
+        std::fs::write(&catalogue_file, peer.catalogue_entry()).expect("the catalogue file is written");
+        vars.insert(
+            "PRAISMA_CATALOGUE_FILE".to_owned(),
+            catalogue_file.display().to_string(),
+        );
+        let env = vars.clone();
         let mut settings = Settings::from_vars(vars).expect("test settings are valid");
         settings.bus = BusSettings::namespaced(&format!("test.{id}"));
-        let vault_spec = Vault::ephemeral_spec();
         let vault = Vault::from_spec(&vault_spec).expect("ephemeral key");
-        settings.vault_keys = Some(vault_spec);
 
         let catalogue = catalogue_for(&peer, sandbox.as_ref(), &settings);
         let first = spawn_worker(&settings, catalogue).await;
@@ -154,6 +165,8 @@ impl World {
             vault,
             db_name,
             sandbox,
+            env,
+            processes: Vec::new(),
             workers: vec![first.0],
         }
     }
@@ -169,6 +182,53 @@ impl World {
     /// The fault switches of a worker started with [`World::start_worker_with_faults`].
     pub async fn start_worker_with_faults(&mut self) -> Arc<Faults> {
         self.start_worker().await
+    }
+
+    /// Starts a worker process (the real binary) on this world's database and queues, and waits
+    /// until it consumes.
+    pub async fn start_worker_process(&mut self) {
+        let consumers_before = self.consumers().await;
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_praisma-worker"))
+            .arg("worker")
+            .envs(&self.env)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the worker binary starts");
+        self.processes.push(child);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.consumers().await <= consumers_before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the worker process did not start consuming"
+            );
+            // The broker has no push notification for a new consumer; this polls it.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Consumers on the worker queue, as the broker counts them.
+    async fn consumers(&self) -> u32 {
+        let Ok(connection) = bus::connect(&self.settings.amqp_url, "test-probe").await else {
+            return 0;
+        };
+        let Ok(channel) = connection.create_channel().await else {
+            return 0;
+        };
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = channel
+            .queue_declare(
+                self.settings.bus.queue.as_str().into(),
+                passive,
+                lapin::types::FieldTable::default(),
+            )
+            .await;
+        let _ = connection.close(200, "probe".into()).await;
+        declared.map(|q| q.consumer_count()).unwrap_or(0)
     }
 
     /// Stops the worker started first, gracefully.
@@ -426,6 +486,17 @@ impl World {
 
     pub async fn teardown(mut self) {
         self.join_workers().await;
+        for mut process in self.processes.drain(..) {
+            if let Some(pid) = process.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            let _ = tokio::time::timeout(WAIT, process.wait()).await;
+        }
+        if let Some(file) = self.env.get("PRAISMA_CATALOGUE_FILE") {
+            let _ = std::fs::remove_file(file);
+        }
         if let Some(sandbox) = &self.sandbox {
             sandbox.stop();
         }
