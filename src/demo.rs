@@ -42,7 +42,9 @@ impl Timeline {
 
 pub async fn run(mut settings: Settings) -> Result<(), DemoError> {
     let timeline = Timeline(Instant::now());
-    println!("Praisma integration worker demo: consent → connect against the built-in sandbox platform\n");
+    println!(
+        "Praisma integration worker demo: consent → connect → refresh → operations → revoke, against the built-in sandbox platform\n"
+    );
     if settings.vault_keys.is_none() {
         settings.vault_keys = Some(Vault::ephemeral_spec());
         timeline.say(
@@ -53,6 +55,9 @@ pub async fn run(mut settings: Settings) -> Result<(), DemoError> {
     let suffix = crate::audit::hex(&crate::random::bytes::<4>());
     settings.bus = BusSettings::namespaced(&format!("praisma.demo.{suffix}"));
     settings.shutdown_grace = Duration::from_secs(5);
+    // The demo asks for a refresh seconds after connecting; a production worker would answer
+    // that from the fresh token without calling the platform.
+    settings.refresh.debounce = Duration::ZERO;
 
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::random::bytes::<24>());
     let client = SandboxClient {
@@ -251,7 +256,112 @@ async fn walk(
         );
     }
 
-    // 6. Garbage on the bus: audited, dead-lettered, and the worker carries on.
+    // 6. A scheduler says the token is expiring: one refresh, rotated.
+    let expiring = HubClient::event(tenant, "TokenExpiring", json!({ "channel_id": channel }));
+    timeline.say("→", "TokenExpiring");
+    let refreshed = ask(hub, &expiring).await?;
+    let data = &refreshed.event["data"];
+    timeline.say(
+        "←",
+        format!(
+            "{}  rotated refresh token: {}, expires {}, token endpoint calls: {}",
+            refreshed.event_type(),
+            data["refresh_token_rotated"],
+            data["expires_at"].as_str().unwrap_or("?"),
+            sandbox.token_calls()
+        ),
+    );
+
+    // 7. A hub service runs a platform call it never sees the token of...
+    let read_me = HubClient::event(
+        tenant,
+        "OperationRequested",
+        json!({
+            "channel_id": channel, "capability": "profile.read", "request": { "method": "GET", "path": "me" },
+        }),
+    );
+    timeline.say("→", "OperationRequested  profile.read: GET me");
+    let done = ask(hub, &read_me).await?;
+    timeline.say(
+        "←",
+        format!(
+            "{}  status {}, body {}",
+            done.event_type(),
+            done.event["data"]["status"],
+            done.event["data"]["body"]
+        ),
+    );
+    // ...and one the user never granted is refused before the platform is called.
+    let insights = HubClient::event(
+        tenant,
+        "OperationRequested",
+        json!({
+            "channel_id": channel, "capability": "insights.read", "request": { "method": "GET", "path": "insights" },
+        }),
+    );
+    timeline.say("→", "OperationRequested  insights.read (not granted)");
+    let refused = ask(hub, &insights).await?;
+    timeline.say(
+        "←",
+        format!(
+            "{}  {} missing {}",
+            refused.event_type(),
+            refused.event["data"]["error_code"],
+            refused.event["data"]["missing_scopes"]
+        ),
+    );
+
+    // 8. The user disconnects: disabled at once, the platform told, the tokens destroyed.
+    let revoke = HubClient::event(
+        tenant,
+        "RevokeRequested",
+        json!({ "channel_id": channel, "origin": "user" }),
+    );
+    timeline.say("→", "RevokeRequested  origin user");
+    let revoked = ask(hub, &revoke).await?;
+    let data = &revoked.event["data"];
+    timeline.say(
+        "←",
+        format!(
+            "{}  platform revocation {}, cancelled jobs {}",
+            revoked.event_type(),
+            data["platform_revocation"],
+            data["cancelled_jobs"].as_array().map_or(0, Vec::len)
+        ),
+    );
+    let tokens_left = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT count(*) AS n FROM channel_tokens t JOIN channels c ON c.id = t.channel_pk
+             WHERE c.tenant_id = $1 AND c.channel_id = $2",
+            [tenant.into(), channel.clone().into()],
+        ))
+        .await
+        .map_err(|e| step(e.to_string()))?
+        .and_then(|row| row.try_get::<i64>("", "n").ok())
+        .unwrap_or(-1);
+    timeline.say(
+        "▣",
+        format!("token ciphertexts left for the channel: {tokens_left}; its row, jobs and audit trail stay"),
+    );
+    let after = HubClient::event(
+        tenant,
+        "OperationRequested",
+        json!({
+            "channel_id": channel, "capability": "profile.read", "request": { "method": "GET", "path": "me" },
+        }),
+    );
+    let refused = ask(hub, &after).await?;
+    timeline.say(
+        "←",
+        format!(
+            "{}  {} (nothing of the channel runs any more)",
+            refused.event_type(),
+            refused.event["data"]["error_code"]
+        ),
+    );
+
+    // 9. Garbage on the bus: audited, dead-lettered, and the worker carries on.
     hub.publish_raw("integration.connect.requested", b"{not json", false, None)
         .await
         .map_err(|e| step(e.to_string()))?;
@@ -264,6 +374,11 @@ async fn walk(
         ),
     );
     Ok(())
+}
+
+async fn ask(hub: &HubClient, event: &Value) -> Result<crate::bus::hub_client::Received, DemoError> {
+    hub.publish(event, true).await.map_err(|e| step(e.to_string()))?;
+    reply(hub, event).await
 }
 
 async fn reply(hub: &HubClient, request: &Value) -> Result<crate::bus::hub_client::Received, DemoError> {

@@ -57,6 +57,13 @@ impl Worker {
         let vault_spec = settings.vault_keys.clone().ok_or(crate::vault::VaultError::NoKeys)?;
         let vault = Vault::from_spec(&vault_spec)?;
         let db = connect_database(&settings.database_url, settings.database_pool_size).await?;
+        if !bus::reachable(&settings.amqp_url).await {
+            let address = bus::host_of(&settings.amqp_url);
+            return Err(StartupError::BrokerUnreachable {
+                address,
+                reason: "nothing answers there".into(),
+            });
+        }
         let connection = bus::connect(&settings.amqp_url, "praisma-integration-worker")
             .await
             .map_err(|e| StartupError::BrokerUnreachable {

@@ -11,24 +11,45 @@ use lapin::{Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
 
 /// Connects with automatic recovery: lapin re-opens the connection and replays channels,
-/// topology, QoS and consumers after a broker restart.
+/// topology, QoS and consumers after a broker restart, retrying for about two minutes.
 pub async fn connect(amqp_url: &SecretString, name: &str) -> Result<Connection, lapin::Error> {
+    let reconnect = backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(200))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_max_times(30)
+        .with_jitter();
     let properties = ConnectionProperties::default()
         .with_connection_name(name.into())
-        .enable_auto_recover();
+        .enable_auto_recover()
+        .with_backoff(reconnect);
     Connection::connect(amqp_url.expose_secret(), properties).await
+}
+
+/// Whether anything listens at the URL's host and port: start-up says at once that a service
+/// is down instead of spending the reconnect backoff on it.
+pub async fn reachable(url: &SecretString) -> bool {
+    let Some(address) = socket_address(url) else {
+        return false;
+    };
+    let probe = tokio::net::TcpStream::connect(address);
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(3), probe).await,
+        Ok(Ok(_))
+    )
 }
 
 /// `host:port` of an AMQP or PostgreSQL URL, for error messages that must not show a password.
 pub fn host_of(url: &SecretString) -> String {
-    url::Url::parse(url.expose_secret())
-        .ok()
-        .map(|u| {
-            format!(
-                "{}:{}",
-                u.host_str().unwrap_or("?"),
-                u.port_or_known_default().unwrap_or(0)
-            )
-        })
-        .unwrap_or_else(|| "an unparseable address".to_owned())
+    socket_address(url).unwrap_or_else(|| "an unparseable address".to_owned())
+}
+
+fn socket_address(url: &SecretString) -> Option<String> {
+    let url = url::Url::parse(url.expose_secret()).ok()?;
+    let default_port = match url.scheme() {
+        "amqp" => Some(5672),
+        "amqps" => Some(5671),
+        "postgres" | "postgresql" => Some(5432),
+        _ => None,
+    };
+    Some(format!("{}:{}", url.host_str()?, url.port().or(default_port)?))
 }

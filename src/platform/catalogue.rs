@@ -355,6 +355,38 @@ api_base_url = "https://api.example/"
     }
 
     #[test]
+    fn a_grant_allows_only_what_its_scopes_cover() {
+        let Ok(settings) = Settings::from_vars(
+            [("PRAISMA_PROVIDER_X_CLIENT_ID".to_owned(), "id".to_owned())]
+                .into_iter()
+                .collect(),
+        ) else {
+            panic!("settings parse")
+        };
+        let Ok(catalogue) = Catalogue::load(&settings) else {
+            panic!("the built-in catalogue loads")
+        };
+        let Ok(x) = catalogue.provider(&ProviderName::parse("x").unwrap_or_else(|_| unreachable!())) else {
+            panic!("x is configured")
+        };
+        let granted = ScopeSet::parse_delimited("tweet.read users.read offline.access", &[]);
+        let grant = x.grant(granted);
+        let (read, write, unknown) = (
+            Capability::parse("posts.read").unwrap_or_else(|_| unreachable!()),
+            Capability::parse("messages.write").unwrap_or_else(|_| unreachable!()),
+            Capability::parse("ads.manage").unwrap_or_else(|_| unreachable!()),
+        );
+        assert!(grant.allows(&read));
+        assert!(!grant.allows(&write));
+        assert_eq!(
+            grant.missing(&write).map(|m| m.join(" ")).as_deref(),
+            Some("dm.read dm.write")
+        );
+        assert!(!grant.allows(&unknown));
+        assert_eq!(grant.missing(&unknown), None);
+    }
+
+    #[test]
     fn built_in_catalogue_parses() {
         let parsed = parse(BUILT_IN);
         assert!(parsed.is_ok(), "{parsed:?}");

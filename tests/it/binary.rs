@@ -62,6 +62,33 @@ fn a_bad_vault_key_stops_start_up_with_one_sentence_that_hides_the_key() {
     assert_eq!(bad_number.status.code(), Some(2));
 }
 
+#[test]
+fn the_demo_names_the_service_that_is_down() {
+    let no_database = Command::new(BINARY)
+        .arg("demo")
+        .env("PRAISMA_DATABASE_URL", "postgres://postgres@127.0.0.1:1/praisma")
+        .output()
+        .unwrap();
+    assert!(!no_database.status.success());
+    let said = String::from_utf8_lossy(&no_database.stderr);
+    assert!(
+        said.contains("PostgreSQL is not reachable at 127.0.0.1:1") && said.contains("start it"),
+        "{said}"
+    );
+
+    let no_broker = Command::new(BINARY)
+        .arg("demo")
+        .env("PRAISMA_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .output()
+        .unwrap();
+    assert!(!no_broker.status.success());
+    let said = String::from_utf8_lossy(&no_broker.stderr);
+    assert!(
+        said.contains("RabbitMQ is not reachable at 127.0.0.1:1") && said.contains("rabbitmq-server"),
+        "{said}"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_finishes_in_flight_work_and_exits_zero() {
     let peer = Peer::start(3600);
