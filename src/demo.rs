@@ -55,6 +55,7 @@ pub async fn run(mut settings: Settings) -> Result<(), DemoError> {
     let suffix = crate::audit::hex(&crate::random::bytes::<4>());
     settings.bus = BusSettings::namespaced(&format!("praisma.demo.{suffix}"));
     settings.shutdown_grace = Duration::from_secs(5);
+    settings.http_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     // The demo asks for a refresh seconds after connecting; a production worker would answer
     // that from the fresh token without calling the platform.
     settings.refresh.debounce = Duration::ZERO;

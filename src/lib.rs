@@ -30,6 +30,8 @@
 //! - [`vault`]: AES-256-GCM-SIV key ring; ciphertexts bound to tenant, channel and kind.
 //! - [`access`]: the only door to a plaintext access token: grant checks, then decryption.
 //! - [`audit`]: audit records and their per-channel hash chain.
+//! - [`health`] (`/healthz`, `/readyz`, `/metrics` on one small port) and [`metrics`] (what
+//!   dashboards read).
 //! - [`settings`], [`clock`], [`startup`] (wiring, database creation and migrations), [`shutdown`],
 //!   [`telemetry`], [`cli`], [`demo`], [`sandbox`] (the built-in platform for the demo).
 
@@ -42,7 +44,9 @@ pub mod contract;
 pub mod demo;
 pub mod domain;
 pub mod handlers;
+pub mod health;
 pub mod jobs;
+pub mod metrics;
 pub mod platform;
 pub mod random;
 pub mod sandbox;

@@ -33,6 +33,8 @@ pub struct Settings {
     pub job_poll: Duration,
     pub job_concurrency: usize,
     pub operation_max_body: usize,
+    /// `/healthz`, `/readyz` and `/metrics`.
+    pub http_addr: std::net::SocketAddr,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +164,12 @@ impl Settings {
             },
             job_poll: Duration::from_millis(number("PRAISMA_JOB_POLL_MS", 1_000)?.max(10)),
             job_concurrency: usize::try_from(number("PRAISMA_JOB_CONCURRENCY", 16)?.max(1)).unwrap_or(16),
+            http_addr: get("PRAISMA_HTTP_ADDR")
+                .unwrap_or_else(|| "0.0.0.0:9464".to_owned())
+                .parse()
+                .map_err(|_| {
+                    SettingsError("PRAISMA_HTTP_ADDR must be an address and port, like 0.0.0.0:9464".into())
+                })?,
             operation_max_body: usize::try_from(number("PRAISMA_OPERATION_MAX_BODY_BYTES", 1 << 20)?)
                 .unwrap_or(1 << 20),
         };

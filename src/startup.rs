@@ -40,13 +40,18 @@ pub enum StartupError {
     Vault(#[from] crate::vault::VaultError),
     #[error("the HTTP client could not be built: {0}")]
     HttpClient(String),
+    #[error("the health and metrics port {address} cannot be opened ({reason}); set PRAISMA_HTTP_ADDR")]
+    HttpPort { address: String, reason: String },
     #[error("the consumer stopped: {0}")]
     Consumer(lapin::Error),
 }
 
 pub struct Worker {
     ctx: Context,
-    connection: Connection,
+    connection: Arc<Connection>,
+    consuming: Arc<std::sync::atomic::AtomicBool>,
+    http_address: std::net::SocketAddr,
+    stop_http: CancellationToken,
     publisher: Publisher,
     consume_channel: lapin::Channel,
     faults: Arc<Faults>,
@@ -87,9 +92,27 @@ impl Worker {
             jobs_ready: Arc::new(Notify::new()),
             tokens_changed: Arc::new(Notify::new()),
         };
+        crate::metrics::install();
+        let connection = Arc::new(connection);
+        let consuming = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readiness = crate::health::Readiness {
+            db: ctx.db.clone(),
+            connection: connection.clone(),
+            consuming: consuming.clone(),
+        };
+        let stop_http = CancellationToken::new();
+        let http_address = crate::health::serve(ctx.settings.http_addr, readiness, stop_http.clone())
+            .await
+            .map_err(|e| StartupError::HttpPort {
+                address: ctx.settings.http_addr.to_string(),
+                reason: e.to_string(),
+            })?;
         Ok(Self {
             ctx,
             connection,
+            consuming,
+            http_address,
+            stop_http,
             publisher,
             consume_channel,
             faults: Arc::default(),
@@ -98,6 +121,11 @@ impl Worker {
 
     pub fn context(&self) -> &Context {
         &self.ctx
+    }
+
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub fn http_address(&self) -> std::net::SocketAddr {
+        self.http_address
     }
 
     /// Test-only fault injection.
@@ -128,6 +156,7 @@ impl Worker {
             publisher: self.publisher.clone(),
             faults: self.faults.clone(),
             crash: crash.clone(),
+            consuming: self.consuming.clone(),
         };
         let stop_consuming = CancellationToken::new();
         let mut consumer_task = tokio::spawn(consumer.run(stop_consuming.clone(), tracker.clone()));
@@ -142,6 +171,7 @@ impl Worker {
                 scheduler_task.abort();
                 relay_task.abort();
                 let _ = self.connection.close(320, "simulated crash".into()).await;
+                self.stop_http.cancel();
                 return Ok(());
             }
             result = &mut consumer_task => Some(result),
@@ -166,6 +196,7 @@ impl Worker {
             );
         }
         let _ = self.connection.close(200, "worker shutting down".into()).await;
+        self.stop_http.cancel();
         tracing::info!("worker stopped");
         match consumer_result {
             Some(Ok(Err(error))) => Err(StartupError::Consumer(error)),

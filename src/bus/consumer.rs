@@ -31,6 +31,8 @@ pub struct Consumer {
     pub faults: Arc<Faults>,
     /// Cancelled to simulate a crash: the worker drops its connection without acking.
     pub crash: CancellationToken,
+    /// Up while deliveries are being taken, for `/readyz`.
+    pub consuming: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Consumer {
@@ -48,6 +50,7 @@ impl Consumer {
             )
             .await?;
         tracing::info!(queue = %bus.queue, prefetch = bus.prefetch, "consuming");
+        self.consuming.store(true, Ordering::SeqCst);
         loop {
             tokio::select! {
                 biased;
@@ -64,12 +67,15 @@ impl Consumer {
                     }
                     Some(Err(error)) => {
                         tracing::warn!(%error, "consumer interrupted; waiting for the connection to recover");
+                        self.consuming.store(false, Ordering::SeqCst);
                         self.channel.wait_for_recovery(error).await?;
+                        self.consuming.store(true, Ordering::SeqCst);
                     }
                     None => break,
                 },
             }
         }
+        self.consuming.store(false, Ordering::SeqCst);
         // Stop new deliveries; in-flight ones finish in the tracker and are acked as usual.
         if let Err(error) = self
             .channel
@@ -120,6 +126,7 @@ impl DeliveryTask {
         let outcome = match result {
             Ok(Disposition::Done) => delivery.ack(BasicAckOptions::default()).await.map(|_| "done"),
             Ok(Disposition::DeadLetter { code, reason }) => {
+                crate::metrics::dead_lettered(code.as_str());
                 match self.dead_letter(&delivery, code.as_str(), &reason).await {
                     Ok(()) => delivery.ack(BasicAckOptions::default()).await.map(|_| "dead_lettered"),
                     Err(error) => {
@@ -138,6 +145,9 @@ impl DeliveryTask {
                 requeue(&delivery).await
             }
         };
+        if let Ok(disposition) = &outcome {
+            crate::metrics::event_settled(delivery.routing_key.as_str(), disposition, started);
+        }
         match outcome {
             Ok(disposition) => {
                 tracing::info!(routing_key = %delivery.routing_key, disposition, elapsed_ms, "delivery settled")

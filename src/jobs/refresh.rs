@@ -171,6 +171,7 @@ async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<
             if job.is_some() {
                 store::jobs::finish(&txn, tenant, subject.job_id, "cancelled", None, Some(reason)).await?;
             }
+            crate::metrics::refresh_settled("discarded");
             let details = json!({ "job_id": subject.job_id, "discarded": reason, "status": channel.status });
             reports
                 .audit(&txn, action::TOKEN_REFRESH_DISCARDED, "discarded", details)
@@ -196,6 +197,7 @@ async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<
             }
         }
         Ok(Ok(grant)) => {
+            crate::metrics::refresh_settled("refreshed");
             store_refreshed(ctx, &txn, subject, &channel.granted_scopes, grant, &mut reports).await?;
         }
         Ok(Err(error)) if error.is_transient() => {
@@ -207,6 +209,7 @@ async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<
             let details = json!({ "job_id": subject.job_id, "error_code": error.code, "attempts": subject.attempts });
             match delay.and_then(|d| chrono::Duration::from_std(d).ok()) {
                 Some(delay) => {
+                    crate::metrics::refresh_settled("retrying");
                     let next = now + delay;
                     store::jobs::retry_at(&txn, tenant, subject.job_id, next, error.code.as_str()).await?;
                     reports
@@ -215,6 +218,7 @@ async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<
                     reports.progress(&failed(subject, error.code, true, Some(next)));
                 }
                 None => {
+                    crate::metrics::refresh_settled("failed");
                     store::jobs::finish(&txn, tenant, subject.job_id, "failed", Some(error.code.as_str()), None)
                         .await?;
                     reports
@@ -226,6 +230,7 @@ async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<
         }
         Ok(Err(error)) => {
             // The grant is dead: halt the channel until the user consents again.
+            crate::metrics::refresh_settled("reauth_required");
             store::channels::set_status(&txn, tenant, subject.channel_pk, "reauth_required").await?;
             store::jobs::finish(&txn, tenant, subject.job_id, "failed", Some(error.code.as_str()), None).await?;
             let cancelled = store::jobs::cancel_channel_jobs(

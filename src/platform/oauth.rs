@@ -2,7 +2,7 @@
 //! has connect and total timeouts, and reads at most [`MAX_TOKEN_RESPONSE_BYTES`].
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use oauth2::basic::BasicClient;
 use oauth2::{
@@ -69,6 +69,55 @@ impl OAuthClient {
         Ok(Self { http })
     }
 
+    /// Exchanges a code for tokens. The code and verifier are consumed: they are single use.
+    pub async fn exchange_code(
+        &self,
+        provider: &Provider,
+        code: AuthCode,
+        verifier: Option<PkceVerifier>,
+        redirect_uri: &Url,
+    ) -> Result<TokenGrant, PlatformError> {
+        observed(
+            provider,
+            "token_exchange",
+            self.exchange_code_unobserved(provider, code, verifier, redirect_uri),
+        )
+        .await
+    }
+
+    /// Trades a refresh token for new tokens (RFC 6749 §6).
+    pub async fn refresh(
+        &self,
+        provider: &Provider,
+        refresh_token: &RefreshToken,
+    ) -> Result<TokenGrant, PlatformError> {
+        observed(
+            provider,
+            "token_refresh",
+            self.refresh_unobserved(provider, refresh_token),
+        )
+        .await
+    }
+
+    /// Renews by trading the current access token (Meta, Instagram, Threads).
+    pub async fn renew_access_token(
+        &self,
+        provider: &Provider,
+        access_token: &AccessToken,
+    ) -> Result<TokenGrant, PlatformError> {
+        observed(
+            provider,
+            "token_renewal",
+            self.renew_access_token_unobserved(provider, access_token),
+        )
+        .await
+    }
+
+    /// Revokes a token at the provider's RFC 7009 endpoint.
+    pub async fn revoke(&self, provider: &Provider, token: Revocable<'_>) -> Result<(), PlatformError> {
+        observed(provider, "revocation", self.revoke_unobserved(provider, token)).await
+    }
+
     /// The hardened HTTP client (no redirects, timeouts), for API calls.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
@@ -108,7 +157,7 @@ impl OAuthClient {
     }
 
     /// Exchanges a code for tokens. The code and verifier are consumed: they are single use.
-    pub async fn exchange_code(
+    async fn exchange_code_unobserved(
         &self,
         provider: &Provider,
         code: AuthCode,
@@ -127,7 +176,7 @@ impl OAuthClient {
     }
 
     /// Trades a refresh token for new tokens (RFC 6749 §6).
-    pub async fn refresh(
+    async fn refresh_unobserved(
         &self,
         provider: &Provider,
         refresh_token: &RefreshToken,
@@ -145,7 +194,7 @@ impl OAuthClient {
     /// Renews by trading the current access token (Meta, Instagram, Threads). Their answers
     /// carry no `token_type` and sometimes a string `expires_in`, so they are read by
     /// a lenient response type, not by the oauth2 crate's standard response.
-    pub async fn renew_access_token(
+    async fn renew_access_token_unobserved(
         &self,
         provider: &Provider,
         access_token: &AccessToken,
@@ -198,7 +247,7 @@ impl OAuthClient {
 
     /// Revokes a token at the provider's RFC 7009 endpoint: one form POST, authenticated as the
     /// provider's token endpoint is. RFC 7009 §2.2: 200 means revoked, or already invalid.
-    pub async fn revoke(&self, provider: &Provider, token: Revocable<'_>) -> Result<(), PlatformError> {
+    async fn revoke_unobserved(&self, provider: &Provider, token: Revocable<'_>) -> Result<(), PlatformError> {
         let definition = &provider.definition;
         let Some(url) = &definition.revocation_url else {
             return Err(PlatformError::new(
@@ -324,6 +373,22 @@ fn classify_error_body(body: &[u8]) -> PlatformError {
         }
         _ => PlatformError::from_oauth_error(""),
     }
+}
+
+/// Runs a platform call, recording its duration and how it ended.
+async fn observed<T>(
+    provider: &Provider,
+    call: &'static str,
+    work: impl Future<Output = Result<T, PlatformError>>,
+) -> Result<T, PlatformError> {
+    let started = Instant::now();
+    let result = work.await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(error) => error.code.as_str(),
+    };
+    crate::metrics::platform_call(provider.name().as_str(), call, outcome, started);
+    result
 }
 
 /// Reads a response body, refusing one larger than [`MAX_TOKEN_RESPONSE_BYTES`].

@@ -117,6 +117,7 @@ async fn sigterm_finishes_in_flight_work_and_exits_zero() {
         .env("PRAISMA_PROVIDER_OIDC_TEST_CLIENT_ID", peer::CLIENT_ID)
         .env("PRAISMA_PROVIDER_OIDC_TEST_CLIENT_SECRET", &peer.client_secret)
         .env("PRAISMA_SHUTDOWN_GRACE_SECONDS", "10")
+        .env("PRAISMA_HTTP_ADDR", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(std::env::temp_dir().join(format!("worker-{id}.log"))).unwrap())
         .spawn()

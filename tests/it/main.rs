@@ -9,6 +9,7 @@ mod bad_input;
 mod binary;
 mod connect;
 mod crash;
+mod observability;
 mod operations;
 mod refresh;
 mod revoke;

@@ -34,6 +34,7 @@ pub const QUIET: Duration = Duration::from_millis(750);
 pub const ADMIN_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 struct RunningWorker {
+    http_address: std::net::SocketAddr,
     shutdown: CancellationToken,
     handle: JoinHandle<Result<(), StartupError>>,
 }
@@ -112,6 +113,7 @@ impl World {
         );
         vars.insert("PRAISMA_SHUTDOWN_GRACE_SECONDS".to_owned(), "5".to_owned());
         vars.insert("PRAISMA_EVENT_LEASE_SECONDS".to_owned(), "1".to_owned());
+        vars.insert("PRAISMA_HTTP_ADDR".to_owned(), "127.0.0.1:0".to_owned());
         for (name, value) in options.vars {
             vars.insert(name.to_owned(), value);
         }
@@ -229,6 +231,15 @@ impl World {
             .await;
         let _ = connection.close(200, "probe".into()).await;
         declared.map(|q| q.consumer_count()).unwrap_or(0)
+    }
+
+    /// The first running worker's `/healthz`, `/readyz` and `/metrics` base URL.
+    pub fn http_base(&self) -> String {
+        format!("http://{}", self.workers[0].http_address)
+    }
+
+    pub fn db_name(&self) -> &str {
+        &self.db_name
     }
 
     /// Stops the worker started first, gracefully.
@@ -529,7 +540,15 @@ async fn spawn_worker(settings: &Settings, catalogue: Catalogue) -> (RunningWork
         .await
         .expect("the worker starts");
     let faults = worker.faults();
+    let http_address = worker.http_address();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(worker.run_until_stopped(shutdown.clone()));
-    (RunningWorker { shutdown, handle }, faults)
+    (
+        RunningWorker {
+            http_address,
+            shutdown,
+            handle,
+        },
+        faults,
+    )
 }
