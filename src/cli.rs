@@ -22,8 +22,8 @@ pub enum Command {
     Worker,
     /// Create the database if needed, apply migrations, and exit.
     Migrate,
-    /// Walk consent → connect against the built-in sandbox platform on the local RabbitMQ and
-    /// PostgreSQL, print a timeline, and exit.
+    /// Walk a channel's life (consent, connect, refresh, operations, revoke) against the built-in
+    /// sandbox platform on the local RabbitMQ and PostgreSQL, print a timeline, and exit.
     Demo,
     /// Print the machine-readable contract, generated from the code.
     Contract {
@@ -34,6 +34,53 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Connected channels, without any secret.
+    Channels {
+        #[command(subcommand)]
+        command: ChannelsCommand,
+    },
+    /// The dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every channel's hash chain; name the first broken link of each. Exits 1 if any.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelsCommand {
+    /// A channel's status, scopes, expiry, token kinds and key ids, jobs and latest audit records.
+    Show {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        channel: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Each dead-lettered message's error code and reason, event id, type and tenant (never its data).
+    List,
+    /// Re-publish dead letters where they first went, then remove them from the queue.
+    Replay {
+        /// Every message in the queue.
+        #[arg(long, conflicts_with = "event_id")]
+        all: bool,
+        /// Only the messages carrying these event ids.
+        #[arg(long = "event-id")]
+        event_id: Vec<String>,
     },
 }
 
@@ -52,6 +99,12 @@ pub enum KeysCommand {
         /// The key's id, stored with every ciphertext it seals.
         #[arg(long, default_value = "k1")]
         id: String,
+    },
+    /// Re-encrypt every ciphertext under the active (first) key, in batches, with the workers
+    /// running; resumable. Give the workers the new key ring first.
+    Rotate {
+        #[arg(long, default_value_t = 500)]
+        batch: u64,
     },
 }
 
@@ -79,6 +132,20 @@ pub async fn run(cli: Cli) -> ExitCode {
             println!("{id}:{key}");
             ExitCode::SUCCESS
         }
+        Command::Keys {
+            command: KeysCommand::Rotate { batch },
+        } => report(rotate_keys(&settings, batch).await),
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => match verify_audit(&settings).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(error) => report::<()>(Err(error)),
+        },
+        Command::Channels {
+            command: ChannelsCommand::Show { tenant, channel },
+        } => report(show_channel(&settings, tenant, channel).await),
+        Command::Dlq { command } => report(dead_letters(&settings, command).await),
         Command::Migrate => {
             crate::telemetry::init(settings.log_format, std::io::stderr);
             report(
@@ -123,4 +190,92 @@ fn report<T>(result: Result<T, impl std::fmt::Display>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn rotate_keys(settings: &Settings, batch: u64) -> Result<(), String> {
+    let spec = settings
+        .vault_keys
+        .clone()
+        .ok_or_else(|| crate::vault::VaultError::NoKeys.to_string())?;
+    let vault = crate::vault::Vault::from_spec(&spec).map_err(|e| e.to_string())?;
+    let db = connect_database(&settings.database_url, 2)
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!("re-encrypting under key {:?}", vault.active_key_id());
+    let done = crate::ops::keys_rotate::rotate(&db, &vault, batch.max(1), |so_far| {
+        eprint!("\r  rotated {}  unreadable {}", so_far.rotated, so_far.unreadable);
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    eprintln!();
+    println!(
+        "rotated {}, unreadable {}, still under other keys {}",
+        done.rotated, done.unreadable, done.remaining
+    );
+    Ok(())
+}
+
+async fn verify_audit(settings: &Settings) -> Result<bool, String> {
+    let db = connect_database(&settings.database_url, 2)
+        .await
+        .map_err(|e| e.to_string())?;
+    let report = crate::ops::audit_verify::verify(&db, |records| eprint!("\r  checked {records} records"))
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!();
+    for link in &report.broken {
+        println!(
+            "broken: tenant {} channel {:?} at sequence {}: {}",
+            link.tenant, link.channel, link.sequence, link.reason
+        );
+    }
+    println!(
+        "{} records in {} chains, {} broken",
+        report.records,
+        report.chains,
+        report.broken.len()
+    );
+    Ok(report.broken.is_empty())
+}
+
+async fn show_channel(settings: &Settings, tenant: String, channel: String) -> Result<(), String> {
+    let tenant = crate::domain::TenantId::parse(tenant).map_err(|e| e.to_string())?;
+    let channel = crate::domain::ChannelId::parse(channel).map_err(|e| e.to_string())?;
+    let db = connect_database(&settings.database_url, 2)
+        .await
+        .map_err(|e| e.to_string())?;
+    match crate::ops::channels_show::show(&db, &tenant, &channel)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Some(shown) => {
+            println!("{}", serde_json::to_string_pretty(&shown).unwrap_or_default());
+            Ok(())
+        }
+        None => Err(format!("no channel {channel} for tenant {tenant}")),
+    }
+}
+
+async fn dead_letters(settings: &Settings, command: DlqCommand) -> Result<(), String> {
+    use crate::ops::dlq;
+    let letters = match command {
+        DlqCommand::List => dlq::list(&settings.amqp_url, &settings.bus).await,
+        DlqCommand::Replay { all, event_id } => {
+            if !all && event_id.is_empty() {
+                return Err("say which messages to replay: --all or --event-id ID".into());
+            }
+            let selection = if all {
+                dlq::Selection::All
+            } else {
+                dlq::Selection::EventIds(event_id)
+            };
+            dlq::replay(&settings.amqp_url, &settings.bus, &selection).await
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    for letter in &letters {
+        println!("{}", serde_json::to_string(letter).unwrap_or_default());
+    }
+    eprintln!("{} message(s)", letters.len());
+    Ok(())
 }

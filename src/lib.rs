@@ -32,6 +32,8 @@
 //! - [`audit`]: audit records and their per-channel hash chain.
 //! - [`health`] (`/healthz`, `/readyz`, `/metrics` on one small port) and [`metrics`] (what
 //!   dashboards read).
+//! - [`ops`]: the operator commands (`audit verify`, `keys rotate`, `channels show`,
+//!   `dlq list` / `dlq replay`).
 //! - [`settings`], [`clock`], [`startup`] (wiring, database creation and migrations), [`shutdown`],
 //!   [`telemetry`], [`cli`], [`demo`], [`sandbox`] (the built-in platform for the demo).
 
@@ -47,6 +49,7 @@ pub mod handlers;
 pub mod health;
 pub mod jobs;
 pub mod metrics;
+pub mod ops;
 pub mod platform;
 pub mod random;
 pub mod sandbox;

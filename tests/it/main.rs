@@ -11,6 +11,7 @@ mod connect;
 mod crash;
 mod observability;
 mod operations;
+mod ops;
 mod refresh;
 mod revoke;
 mod secrets_at_rest;

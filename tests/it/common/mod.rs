@@ -238,6 +238,16 @@ impl World {
         format!("http://{}", self.workers[0].http_address)
     }
 
+    /// The worker's `PRAISMA_VAULT_KEYS`.
+    pub fn vault_spec(&self) -> String {
+        self.env.get("PRAISMA_VAULT_KEYS").cloned().unwrap_or_default()
+    }
+
+    /// The worker's settings as environment variables, to run the binary's commands on this world.
+    pub fn env(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+
     pub fn db_name(&self) -> &str {
         &self.db_name
     }
