@@ -168,7 +168,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Err(error) => return report::<()>(Err(error)),
             };
             tracing::info!("worker started");
-            report(worker.run_until_stopped(crate::shutdown::on_signals()).await)
+            let stopped = worker.run_until_stopped(crate::shutdown::on_signals()).await;
+            crate::telemetry::shutdown();
+            report(stopped)
         }
         Command::Demo => {
             // The timeline goes to stdout; logs only when something is wrong.

@@ -1,12 +1,28 @@
-//! Logging: structured JSON by default, human-readable on request. Lines carry identifiers
-//! (tenant, channel, event id, routing key), never bodies or secrets.
+//! Logs and traces. Logs are structured JSON by default (human-readable on request) and carry
+//! identifiers, never bodies or secrets. Traces are OpenTelemetry spans, exported over OTLP
+//! (HTTP/protobuf) when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is
+//! set, the standard `OTEL_*` variables configuring the exporter; with neither, spans still get
+//! ids, so outcomes carry a trace context that continues the caller's.
 
+use std::sync::OnceLock;
+
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceState, TracerProvider as _};
+use opentelemetry::{SpanId, TraceId};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
+use crate::contract::TraceParent;
 use crate::settings::LogFormat;
 
 pub const DEFAULT_FILTER: &str = "info,lapin=warn,amq_protocol=warn,sqlx=warn,sea_orm=warn,sea_orm_migration=warn";
+
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
 /// Installs the global subscriber, filtered by `RUST_LOG` or [`DEFAULT_FILTER`]; a second call
 /// keeps the first.
@@ -15,17 +31,76 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| DEFAULT_FILTER.to_owned());
-    init_with_filter(format, writer, &filter);
+    init_with(format, writer, &filter, None::<opentelemetry_otlp::SpanExporter>);
 }
 
-pub fn init_with_filter<W>(format: LogFormat, writer: W, filter: &str)
+/// As [`init`], with an explicit filter and, for tests, a span exporter of their own.
+pub fn init_with<W, E>(format: LogFormat, writer: W, filter: &str, exporter: Option<E>)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+    E: SpanExporter + 'static,
 {
+    let resource = Resource::builder()
+        .with_service_name("praisma-integration-worker")
+        .build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if let Some(exporter) = exporter {
+        builder = builder.with_simple_exporter(exporter);
+    } else if ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+    {
+        match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+            Ok(otlp) => builder = builder.with_batch_exporter(otlp),
+            Err(error) => {
+                eprintln!("praisma-worker: the OTLP trace exporter could not be built ({error}); traces stay local")
+            }
+        }
+    }
+    let provider = builder.build();
+    let tracer = provider.tracer("praisma-worker");
+    let _ = PROVIDER.set(provider);
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(writer);
+    let logs = match format {
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).boxed(),
+        LogFormat::Pretty => logs.compact().boxed(),
     };
+    let traces = tracing_opentelemetry::layer().with_tracer(tracer);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(traces)
+        .try_init();
+}
+
+/// Flushes spans not yet exported.
+pub fn shutdown() {
+    if let Some(provider) = PROVIDER.get() {
+        let _ = provider.shutdown();
+    }
+}
+
+/// Makes `span` a child of the caller's span named by `traceparent`.
+pub fn continue_trace(span: &tracing::Span, traceparent: &TraceParent) {
+    let remote = SpanContext::new(
+        TraceId::from_bytes(traceparent.trace_id),
+        SpanId::from_bytes(traceparent.span_id),
+        TraceFlags::new(traceparent.flags),
+        true,
+        TraceState::default(),
+    );
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+}
+
+/// The current span as a `traceparent`, when tracing is on.
+pub fn current_traceparent() -> Option<TraceParent> {
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context.is_valid().then(|| TraceParent {
+        trace_id: span_context.trace_id().to_bytes(),
+        span_id: span_context.span_id().to_bytes(),
+        flags: span_context.trace_flags().to_u8(),
+    })
 }

@@ -14,6 +14,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::publisher::{Publisher, header_text};
 use crate::handlers::{self, Context, Delivery, Disposition, HandlerError};
@@ -105,8 +106,27 @@ impl DeliveryTask {
             reply_to: delivery.properties.reply_to().as_ref().map(|r| r.as_str()),
             header_traceparent: header_text(headers, "traceparent"),
         };
+        // One consumer span per message (OpenTelemetry messaging conventions), continuing the
+        // caller's trace; the handler's outcomes carry this span's context.
+        let bus = &self.ctx.settings.bus;
+        let span = tracing::info_span!(
+            "process",
+            otel.name = %format!("process {}", bus.queue),
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.destination.name = %bus.queue,
+            messaging.rabbitmq.destination.routing_key = %delivery.routing_key,
+            messaging.message.id = delivery.properties.message_id().as_ref().map(|id| id.as_str()).unwrap_or_default(),
+        );
+        if let Some(parent) =
+            crate::contract::envelope::peek_traceparent(&delivery.data, bus.max_event_bytes, view.header_traceparent)
+        {
+            crate::telemetry::continue_trace(&span, &parent);
+        }
         // Database outages are retried here, holding the delivery, before giving it back.
-        let result = (|| handlers::process(&self.ctx, view))
+        let result = (|| handlers::process(&self.ctx, view).instrument(span.clone()))
             .retry(
                 ExponentialBuilder::default()
                     .with_min_delay(Duration::from_millis(100))

@@ -101,10 +101,17 @@ pub async fn process(ctx: &Context, delivery: Delivery<'_>) -> Result<Dispositio
         Ok(command) => command,
         Err(rejected) => return rejected::handle(ctx, &rejected, delivery).await,
     };
+    let span = crate::telemetry::current_traceparent()
+        .filter(|span| {
+            envelope
+                .traceparent
+                .is_none_or(|caller| caller.trace_id == span.trace_id)
+        })
+        .unwrap_or_else(|| TraceParent::child_of(envelope.traceparent.as_ref()));
     let inbound = Inbound {
         envelope: &envelope,
         reply_to: delivery.reply_to,
-        span: TraceParent::child_of(envelope.traceparent.as_ref()),
+        span,
     };
     match command {
         Command::ConsentUrlRequested(data) => consent_url::handle(ctx, &inbound, data).await,
@@ -123,6 +130,7 @@ enum Begun {
 
 /// Claims the event in the inbox. A duplicate of an answered event has its recorded outcomes
 /// queued again, with their original ids, and nothing else happens.
+#[tracing::instrument(name = "db.transaction claim", skip_all, fields(db.system.name = "postgresql"))]
 async fn begin(ctx: &Context, inbound: &Inbound<'_>) -> Result<Begun, HandlerError> {
     let envelope = inbound.envelope;
     let txn = ctx.db.begin().await?;
@@ -150,6 +158,7 @@ async fn begin(ctx: &Context, inbound: &Inbound<'_>) -> Result<Begun, HandlerErr
 }
 
 /// Writes the answer, marks the event answered, commits, and wakes the relay.
+#[tracing::instrument(name = "db.transaction commit", skip_all, fields(db.system.name = "postgresql"))]
 async fn complete(
     ctx: &Context,
     txn: DatabaseTransaction,

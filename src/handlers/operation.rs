@@ -7,6 +7,7 @@
 
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::{Answer, Begun, Context, Disposition, HandlerError, Inbound, begin, complete};
 use crate::access::{self, Refusal};
@@ -156,13 +157,28 @@ pub(crate) async fn execute(
             Ok(resolved) => resolved,
             Err(refusal) => return Ok(Executed::Rejected(refusal)),
         };
-        let response = api::send(
-            ctx.oauth.http(),
-            request,
-            token.token(),
-            ctx.settings.operation_max_body,
-        )
-        .await;
+        let started = std::time::Instant::now();
+        // Method, host and status only: never the path's values, a query, a header or a body.
+        let span = tracing::info_span!(
+            "platform call",
+            otel.name = %format!("api {}", request.method),
+            otel.kind = "client",
+            http.request.method = %request.method,
+            server.address = request.url.host_str().unwrap_or_default(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        let max_body = ctx.settings.operation_max_body;
+        let response = api::send(ctx.oauth.http(), request, token.token(), max_body)
+            .instrument(span.clone())
+            .await;
+        let outcome = match &response {
+            Ok(response) => {
+                span.record("http.response.status_code", response.status);
+                format!("{}xx", response.status / 100)
+            }
+            Err(error) => error.code.as_str().to_owned(),
+        };
+        crate::metrics::platform_call(allowed.provider.name().as_str(), "api", &outcome, started);
         drop(token);
         match response {
             Ok(response) if response.status == 401 && !refreshed => {

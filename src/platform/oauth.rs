@@ -382,11 +382,22 @@ async fn observed<T>(
     work: impl Future<Output = Result<T, PlatformError>>,
 ) -> Result<T, PlatformError> {
     let started = Instant::now();
-    let result = work.await;
+    let host = provider.definition.token_url.host_str().unwrap_or_default();
+    let span = tracing::info_span!(
+        "platform call",
+        otel.name = %format!("{call} {}", provider.name()),
+        otel.kind = "client",
+        server.address = host,
+        praisma.provider = %provider.name(),
+        praisma.call = call,
+        praisma.outcome = tracing::field::Empty,
+    );
+    let result = tracing::Instrument::instrument(work, span.clone()).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(error) => error.code.as_str(),
     };
+    span.record("praisma.outcome", outcome);
     crate::metrics::platform_call(provider.name().as_str(), call, outcome, started);
     result
 }

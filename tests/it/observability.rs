@@ -94,3 +94,67 @@ async fn readiness_follows_the_database() {
         .unwrap();
     world.teardown().await;
 }
+
+#[tokio::test]
+async fn a_consumer_span_continues_the_callers_trace_and_the_outcome_carries_it() {
+    use opentelemetry::trace::SpanKind;
+    let world = World::spawn().await;
+    let trace_id = "5a0f2c6e9b1d4e7f8a3b2c1d0e9f8a7b";
+    let caller_span = "1a2b3c4d5e6f7a8b";
+    let mut event = world.consent_request("page-1", &["profile.read"]);
+    event["traceparent"] = serde_json::json!(format!("00-{trace_id}-{caller_span}-01"));
+    let outcome = world.request(&event).await;
+    let carried = outcome.event["traceparent"].as_str().unwrap().to_owned();
+    assert!(carried.starts_with(&format!("00-{trace_id}-")), "{carried}");
+    assert_eq!(
+        outcome.headers.get("traceparent"),
+        Some(&carried),
+        "mirrored in the AMQP header"
+    );
+    let worker_span = carried.split('-').nth(2).unwrap().to_owned();
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let consumer = loop {
+        let spans = crate::common::logs::spans();
+        if let Some(span) = spans
+            .into_iter()
+            .find(|s| s.span_context.span_id().to_string() == worker_span)
+        {
+            break span;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the consumer span was exported");
+        // Spans are exported when they end, after the ack; poll the exporter for it.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(consumer.span_kind, SpanKind::Consumer);
+    assert_eq!(consumer.span_context.trace_id().to_string(), trace_id);
+    assert_eq!(
+        consumer.parent_span_id.to_string(),
+        caller_span,
+        "the caller's span is the parent"
+    );
+    assert!(consumer.parent_span_is_remote);
+    let attribute = |key: &str| {
+        consumer
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    };
+    assert_eq!(attribute("messaging.system").as_deref(), Some("rabbitmq"));
+    assert_eq!(attribute("messaging.operation.type").as_deref(), Some("process"));
+    assert_eq!(
+        attribute("messaging.destination.name"),
+        Some(world.settings.bus.queue.clone())
+    );
+    let children: Vec<String> = crate::common::logs::spans()
+        .into_iter()
+        .filter(|s| s.parent_span_id == consumer.span_context.span_id())
+        .map(|s| s.name.to_string())
+        .collect();
+    assert!(
+        children.iter().any(|name| name.starts_with("db.transaction")),
+        "{children:?}"
+    );
+    world.teardown().await;
+}

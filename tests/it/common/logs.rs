@@ -1,12 +1,14 @@
-//! Captures every log line the in-process workers write, so tests can search them for secrets.
+//! Captures every log line and span the in-process workers produce, so tests can search the
+//! logs for secrets and follow traces.
 
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use praisma_worker::settings::LogFormat;
 
 static CAPTURED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-static INSTALLED: OnceLock<()> = OnceLock::new();
+static SPANS: OnceLock<InMemorySpanExporter> = OnceLock::new();
 
 struct Capture;
 
@@ -24,21 +26,25 @@ impl Write for Capture {
 }
 
 pub fn install() {
-    INSTALLED.get_or_init(|| {
-        // SAFETY-free: set before any subscriber reads it, once per test binary.
-        if std::env::var_os("RUST_LOG").is_none() {
-            // Everything the worker says, at the most verbose level.
-            praisma_worker::telemetry::init_with_filter(
-                LogFormat::Json,
-                || Capture,
-                "trace,lapin=info,amq_protocol=info,sqlx=info,h2=info,hyper=info,hyper_util=info,reqwest=info",
-            );
-        } else {
-            praisma_worker::telemetry::init(LogFormat::Json, || Capture);
-        }
+    SPANS.get_or_init(|| {
+        // Everything the worker says, at the most verbose level, unless RUST_LOG says otherwise.
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
+            "trace,lapin=info,amq_protocol=info,sqlx=info,h2=info,hyper=info,hyper_util=info,reqwest=info".to_owned()
+        });
+        let spans = InMemorySpanExporter::default();
+        praisma_worker::telemetry::init_with(LogFormat::Json, || Capture, &filter, Some(spans.clone()));
+        spans
     });
 }
 
 pub fn captured() -> String {
     String::from_utf8_lossy(&CAPTURED.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+}
+
+/// Every span the in-process workers finished so far.
+pub fn spans() -> Vec<SpanData> {
+    SPANS
+        .get()
+        .and_then(|exporter| exporter.get_finished_spans().ok())
+        .unwrap_or_default()
 }
