@@ -158,3 +158,44 @@ async fn a_consumer_span_continues_the_callers_trace_and_the_outcome_carries_it(
     );
     world.teardown().await;
 }
+
+#[tokio::test]
+async fn the_worker_process_exports_spans_over_otlp_when_an_endpoint_is_set() {
+    use axum::routing::post;
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = received.clone();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let record = record.clone();
+            async move {
+                let content_type = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                record.lock().unwrap().push(format!("{content_type} {}", body.len()));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+
+    let mut world = World::spawn().await;
+    world.join_first_worker().await;
+    world
+        .start_worker_process_with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)])
+        .await;
+    let answer = world.request(&world.consent_request("page-1", &["profile.read"])).await;
+    assert_eq!(answer.event_type(), "ConsentUrlIssued");
+    world.stop_worker_processes().await; // SIGTERM flushes the spans
+    let exports = received.lock().unwrap().clone();
+    assert!(!exports.is_empty(), "the collector received spans");
+    assert!(
+        exports.iter().all(|e| e.starts_with("application/x-protobuf")),
+        "{exports:?}"
+    );
+    world.teardown().await;
+}

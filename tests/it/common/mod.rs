@@ -189,10 +189,16 @@ impl World {
     /// Starts a worker process (the real binary) on this world's database and queues, and waits
     /// until it consumes.
     pub async fn start_worker_process(&mut self) {
+        self.start_worker_process_with(&[]).await;
+    }
+
+    /// As [`World::start_worker_process`], with extra environment variables.
+    pub async fn start_worker_process_with(&mut self, extra: &[(&str, String)]) {
         let consumers_before = self.consumers().await;
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_praisma-worker"))
             .arg("worker")
             .envs(&self.env)
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -207,6 +213,18 @@ impl World {
             );
             // The broker has no push notification for a new consumer; this polls it.
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the worker processes with SIGTERM and waits for them to exit.
+    pub async fn stop_worker_processes(&mut self) {
+        for mut process in self.processes.drain(..) {
+            if let Some(pid) = process.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            let _ = tokio::time::timeout(WAIT, process.wait()).await;
         }
     }
 
