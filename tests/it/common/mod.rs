@@ -525,14 +525,7 @@ impl World {
 
     pub async fn teardown(mut self) {
         self.join_workers().await;
-        for mut process in self.processes.drain(..) {
-            if let Some(pid) = process.id() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status();
-            }
-            let _ = tokio::time::timeout(WAIT, process.wait()).await;
-        }
+        self.stop_worker_processes().await;
         if let Some(file) = self.env.get("PRAISMA_CATALOGUE_FILE") {
             let _ = std::fs::remove_file(file);
         }
