@@ -104,3 +104,15 @@ pub fn current_traceparent() -> Option<TraceParent> {
         flags: span_context.trace_flags().to_u8(),
     })
 }
+
+/// Writes the span's trace and span ids into its `trace_id` and `span_id` fields, so that every
+/// log line inside it names them.
+pub fn record_ids(span: &tracing::Span) {
+    let context = span.context();
+    let otel_span = context.span();
+    let ids = otel_span.span_context();
+    if ids.is_valid() {
+        span.record("trace_id", ids.trace_id().to_string());
+        span.record("span_id", ids.span_id().to_string());
+    }
+}

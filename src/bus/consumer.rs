@@ -97,17 +97,15 @@ struct DeliveryTask {
 }
 
 impl DeliveryTask {
+    /// Handles one delivery inside its consumer span, from parse to ack.
     async fn run(self, delivery: AmqpDelivery) {
-        let started = Instant::now();
-        let headers = delivery.properties.headers().as_ref();
-        let view = Delivery {
-            body: &delivery.data,
-            routing_key: delivery.routing_key.as_str(),
-            reply_to: delivery.properties.reply_to().as_ref().map(|r| r.as_str()),
-            header_traceparent: header_text(headers, "traceparent"),
-        };
-        // One consumer span per message (OpenTelemetry messaging conventions), continuing the
-        // caller's trace; the handler's outcomes carry this span's context.
+        let span = self.consumer_span(&delivery);
+        self.settle(delivery).instrument(span).await;
+    }
+
+    /// One consumer span per message (OpenTelemetry messaging conventions), continuing the
+    /// caller's trace; the handler's outcomes carry this span's context.
+    fn consumer_span(&self, delivery: &AmqpDelivery) -> tracing::Span {
         let bus = &self.ctx.settings.bus;
         let span = tracing::info_span!(
             "process",
@@ -119,14 +117,28 @@ impl DeliveryTask {
             messaging.destination.name = %bus.queue,
             messaging.rabbitmq.destination.routing_key = %delivery.routing_key,
             messaging.message.id = delivery.properties.message_id().as_ref().map(|id| id.as_str()).unwrap_or_default(),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
         );
-        if let Some(parent) =
-            crate::contract::envelope::peek_traceparent(&delivery.data, bus.max_event_bytes, view.header_traceparent)
-        {
+        let header = header_text(delivery.properties.headers().as_ref(), "traceparent");
+        if let Some(parent) = crate::contract::envelope::peek_traceparent(&delivery.data, bus.max_event_bytes, header) {
             crate::telemetry::continue_trace(&span, &parent);
         }
+        crate::telemetry::record_ids(&span);
+        span
+    }
+
+    async fn settle(self, delivery: AmqpDelivery) {
+        let started = Instant::now();
+        let headers = delivery.properties.headers().as_ref();
+        let view = Delivery {
+            body: &delivery.data,
+            routing_key: delivery.routing_key.as_str(),
+            reply_to: delivery.properties.reply_to().as_ref().map(|r| r.as_str()),
+            header_traceparent: header_text(headers, "traceparent"),
+        };
         // Database outages are retried here, holding the delivery, before giving it back.
-        let result = (|| handlers::process(&self.ctx, view).instrument(span.clone()))
+        let result = (|| handlers::process(&self.ctx, view))
             .retry(
                 ExponentialBuilder::default()
                     .with_min_delay(Duration::from_millis(100))
