@@ -50,6 +50,21 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Load-test worker processes against the sandbox platform, on a throw-away database.
+    Bench {
+        #[arg(long, value_enum, default_value_t = crate::bench::Load::Refresh)]
+        load: crate::bench::Load,
+        #[arg(long, default_value_t = 2000)]
+        channels: usize,
+        /// Events to publish; defaults to one per channel.
+        #[arg(long)]
+        events: Option<usize>,
+        /// Events per second; 0 publishes as fast as the broker confirms.
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +161,28 @@ pub async fn run(cli: Cli) -> ExitCode {
             command: ChannelsCommand::Show { tenant, channel },
         } => report(show_channel(&settings, tenant, channel).await),
         Command::Dlq { command } => report(dead_letters(&settings, command).await),
+        Command::Bench {
+            load,
+            channels,
+            events,
+            rate,
+            workers,
+        } => {
+            let plan = crate::bench::Plan {
+                channels: channels.max(1),
+                events: events.unwrap_or(channels).max(1),
+                rate,
+                workers: workers.max(1),
+                load,
+            };
+            match crate::bench::run(settings, plan.clone()).await {
+                Ok(results) => {
+                    crate::bench::print(&plan, &results);
+                    ExitCode::SUCCESS
+                }
+                Err(error) => report::<()>(Err(error)),
+            }
+        }
         Command::Migrate => {
             crate::telemetry::init(settings.log_format, std::io::stderr);
             report(

@@ -35,10 +35,12 @@
 //! - [`ops`]: the operator commands (`audit verify`, `keys rotate`, `channels show`,
 //!   `dlq list` / `dlq replay`).
 //! - [`settings`], [`clock`], [`startup`] (wiring, database creation and migrations), [`shutdown`],
-//!   [`telemetry`], [`cli`], [`demo`], [`sandbox`] (the built-in platform for the demo).
+//!   [`telemetry`], [`cli`], [`demo`], [`sandbox`] (the built-in platform for the demo, the
+//!   load generator and the tests' platform quirks), [`bench`] (the load generator).
 
 pub mod access;
 pub mod audit;
+pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod clock;

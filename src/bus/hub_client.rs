@@ -28,6 +28,8 @@ pub struct Received {
     /// Came through the caller's `reply_to` queue rather than the exchange.
     pub via_reply: bool,
     pub headers: BTreeMap<String, String>,
+    /// When this client received it.
+    pub received_at: std::time::Instant,
 }
 
 impl Received {
@@ -195,6 +197,14 @@ impl HubClient {
         .await
     }
 
+    /// Looks at everything received so far without copying it.
+    pub fn inspect<R>(&self, look: impl FnOnce(&[Received]) -> R) -> R {
+        match self.received.lock() {
+            Ok(all) => look(&all),
+            Err(poisoned) => look(&poisoned.into_inner()),
+        }
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
@@ -269,5 +279,6 @@ fn to_received(routing_key: &str, data: &[u8], headers: Option<&FieldTable>, via
         raw: data.to_vec(),
         via_reply,
         headers,
+        received_at: std::time::Instant::now(),
     }
 }

@@ -129,6 +129,22 @@ client_credentials = true
         one_definition(&text)
     }
 
+    /// Registers `count` grants as if users had consented (scope `profile`), for load tests:
+    /// returns their (access, refresh) tokens.
+    pub fn seed_grants(&self, count: usize) -> Vec<(String, String)> {
+        let Ok(mut books) = self.books.lock() else {
+            return Vec::new();
+        };
+        (0..count)
+            .map(|_| {
+                let (access, refresh) = (random_token("at"), random_token("rt"));
+                books.access_tokens.insert(access.clone(), "profile".into());
+                books.refresh_tokens.insert(refresh.clone(), "profile".into());
+                (access, refresh)
+            })
+            .collect()
+    }
+
     /// Access-token renewals served (`fb_exchange_token`).
     pub fn renewals(&self) -> u64 {
         self.books.lock().map(|b| b.renewals).unwrap_or(0)

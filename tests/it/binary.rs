@@ -63,6 +63,20 @@ fn a_bad_vault_key_stops_start_up_with_one_sentence_that_hides_the_key() {
 }
 
 #[test]
+fn the_load_generator_runs_real_refreshes_through_a_worker_process() {
+    let output = Command::new(BINARY)
+        .args(["bench", "--channels", "20"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let table = String::from_utf8_lossy(&output.stdout);
+    let row = table.lines().last().unwrap();
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!(cells[1], "Refresh");
+    assert_eq!(cells[6], "20", "every event answered: {row}");
+}
+
+#[test]
 fn the_demo_names_the_service_that_is_down() {
     let no_database = Command::new(BINARY)
         .arg("demo")
