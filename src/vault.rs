@@ -268,3 +268,58 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn vault() -> Vault {
+        let spec = SecretString::from(format!("k1:{}", STANDARD.encode([3u8; 32])));
+        Vault::from_spec(&spec).unwrap_or_else(|_| unreachable!("a valid spec"))
+    }
+
+    fn id() -> impl Strategy<Value = String> {
+        "[a-z0-9][a-z0-9_.:-]{0,20}"
+    }
+
+    proptest! {
+        #[test]
+        fn what_is_sealed_opens_only_where_it_was_bound(
+            plaintext in ".{0,512}",
+            tenant in id(),
+            channel in id(),
+            other_channel in id(),
+            flip in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let vault = vault();
+            let (Ok(tenant), Ok(channel), Ok(other)) =
+                (TenantId::parse(tenant), ChannelId::parse(channel), ChannelId::parse(other_channel)) else {
+                return Ok(());
+            };
+            let binding = Binding { tenant: &tenant, channel: &channel, kind: SecretKind::RefreshToken, context: "" };
+            let sealed = vault.seal(&binding, &plaintext);
+            prop_assert_eq!(vault.open(&binding, &sealed).map(|p| p.to_string()).ok(), Some(plaintext.clone()));
+
+            // Any changed byte of the ciphertext or the nonce fails.
+            let mut altered = sealed.clone();
+            let at = flip.index(altered.ciphertext.len());
+            altered.ciphertext[at] ^= 1 << bit;
+            prop_assert!(vault.open(&binding, &altered).is_err());
+            let mut renonced = sealed.clone();
+            renonced.nonce[flip.index(12)] ^= 1 << bit;
+            prop_assert!(vault.open(&binding, &renonced).is_err());
+            // Another key id, channel or kind fails.
+            let rekeyed = Sealed { key_id: "k9".into(), ..sealed.clone() };
+            prop_assert!(vault.open(&binding, &rekeyed).is_err());
+            if other != channel {
+                let elsewhere = Binding { channel: &other, ..binding.clone() };
+                prop_assert!(vault.open(&elsewhere, &sealed).is_err());
+            }
+            let as_access = Binding { kind: SecretKind::AccessToken, ..binding };
+            prop_assert!(vault.open(&as_access, &sealed).is_err());
+        }
+    }
+}

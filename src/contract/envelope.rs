@@ -172,3 +172,55 @@ pub struct OutboundEnvelope<'a, T: Serialize> {
     pub datacontenttype: &'static str,
     pub data: &'a T,
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::contract::Command;
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(|n| serde_json::json!(n)),
+            ".{0,40}".prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+                prop::collection::btree_map("[a-z_]{1,12}", inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_refused_or_parsed_never_a_panic(body in prop::collection::vec(any::<u8>(), 0..2048)) {
+            if let Ok(envelope) = Envelope::parse(&body, 4096, None) {
+                let _ = Command::from_envelope(&envelope);
+            }
+        }
+
+        #[test]
+        fn any_event_shape_is_refused_or_parsed_never_a_panic(
+            data in json_value(),
+            event_type in prop_oneof![
+                Just("ConsentUrlRequested"), Just("ConnectRequested"), Just("TokenExpiring"),
+                Just("RevokeRequested"), Just("OperationRequested"), Just("Other"),
+            ],
+            tenant in prop_oneof![Just(serde_json::json!("t1")), json_value()],
+        ) {
+            let event = serde_json::json!({
+                "specversion": "1.0", "id": "e1", "source": "/p", "type": event_type, "tenantid": tenant, "data": data,
+            });
+            let body = serde_json::to_vec(&event).unwrap_or_default();
+            match Envelope::parse(&body, 1 << 20, None) {
+                Ok(envelope) => { let _ = Command::from_envelope(&envelope); }
+                Err(rejected) => prop_assert!(!rejected.reason.is_empty()),
+            }
+        }
+    }
+}
