@@ -189,13 +189,42 @@ async fn transient_failures_are_retried_with_backoff_and_reported() {
 async fn a_dead_grant_halts_the_channel_and_stops_calling_the_platform() {
     let world = World::spawn().await;
     world.connect_channel("page-1", &["profile.read"], &[]).await;
+    // A post scheduled for later: the dead grant must cancel it.
+    let mut scheduled = world.event(
+        "OperationRequested",
+        json!({ "channel_id": "page-1", "capability": "profile.read", "request": { "method": "GET", "path": "me" } }),
+    );
+    scheduled["data"]["run_at"] = json!((chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339());
+    world.hub.publish(&scheduled, false).await.unwrap();
+    assert!(
+        world
+            .wait_count(
+                "SELECT count(*) FROM jobs WHERE kind = 'operation' AND status = 'pending'",
+                1
+            )
+            .await
+    );
+    let operation_job: uuid::Uuid = world
+        .query("SELECT id FROM jobs WHERE kind = 'operation'", vec![])
+        .await[0]
+        .try_get("", "id")
+        .unwrap();
     // The user removed the app at the platform.
     let refresh = world.stored_token("page-1", "refresh").await.unwrap();
     world.peer.revoke(&refresh).await;
     let answer = refresh_now(&world, "page-1").await;
     assert_eq!(answer.event_type(), "ConnectionReauthRequired", "{:?}", answer.event);
     assert_eq!(answer.event["data"]["error_code"], "invalid_grant");
-    assert_eq!(answer.event["data"]["cancelled_jobs"], json!([]));
+    assert_eq!(
+        answer.event["data"]["cancelled_jobs"],
+        json!([operation_job.to_string()])
+    );
+    let cancelled = world
+        .hub
+        .outcome(scheduled["id"].as_str().unwrap(), WAIT)
+        .await
+        .expect("the scheduled operation is answered");
+    assert_eq!(cancelled.event["data"]["error_code"], "reauth_required");
     let status = world.query("SELECT status FROM channels", vec![]).await;
     assert_eq!(status[0].try_get::<String>("", "status").unwrap(), "reauth_required");
     assert_eq!(
