@@ -16,7 +16,6 @@ pub struct Model {
     pub cancel_reason: Option<String>,
     pub payload: Json,
     pub lease_until: Option<DateTimeUtc>,
-    pub token_version: Option<i64>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub finished_at: Option<DateTimeUtc>,

@@ -20,8 +20,6 @@ CREATE TABLE jobs (
     payload         jsonb NOT NULL DEFAULT '{}',
     -- A running job whose runner died is taken back once this passes.
     lease_until     timestamptz,
-    -- The channel's token version when the job was claimed: the fence for its result.
-    token_version   bigint,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     finished_at     timestamptz

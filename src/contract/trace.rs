@@ -53,10 +53,6 @@ impl TraceParent {
             }
         }
     }
-
-    pub fn trace_id_hex(&self) -> String {
-        encode_hex(&self.trace_id)
-    }
 }
 
 impl fmt::Display for TraceParent {

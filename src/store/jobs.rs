@@ -233,20 +233,6 @@ pub async fn lock_running(
     row.map(|r| jobs::Model::from_query_result(&r, "")).transpose()
 }
 
-pub async fn record_token_version(
-    db: &impl ConnectionTrait,
-    tenant: &TenantId,
-    job_id: Uuid,
-    version: i64,
-) -> Result<(), DbErr> {
-    db.execute_raw(sql(
-        "UPDATE jobs SET token_version = $3 WHERE tenant_id = $1 AND id = $2",
-        [tenant.as_str().into(), job_id.into(), version.into()],
-    ))
-    .await?;
-    Ok(())
-}
-
 pub async fn finish(
     db: &impl ConnectionTrait,
     tenant: &TenantId,
