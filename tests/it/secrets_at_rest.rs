@@ -192,3 +192,97 @@ async fn no_secret_appears_in_the_database_the_bus_or_the_logs() {
     }
     world.teardown().await;
 }
+
+/// Issue 8's leak scan: the main flows, then every place a secret could end up, searched for
+/// every secret the authorization server ever issued and the client secret, raw and base64.
+#[tokio::test]
+async fn the_leak_scan_finds_no_secret_after_the_main_flows() {
+    use serde_json::json;
+    let world = World::spawn().await;
+    let (established, callback) = world
+        .connect_channel("page-1", &["profile.read", "posts.publish"], &["posts.write"])
+        .await;
+    assert_eq!(established.event_type(), "ConnectionEstablished");
+    world.request(&world.connect_request(&callback)).await; // a replayed code
+    world.age_tokens("page-1").await;
+    let refreshed = world
+        .request(&world.event("TokenExpiring", json!({ "channel_id": "page-1" })))
+        .await;
+    assert_eq!(refreshed.event_type(), "TokenRefreshed");
+    let read =
+        json!({ "channel_id": "page-1", "capability": "profile.read", "request": { "method": "GET", "path": "me" } });
+    assert_eq!(
+        world
+            .request(&world.event("OperationRequested", read))
+            .await
+            .event_type(),
+        "OperationCompleted"
+    );
+    let post = json!({ "channel_id": "page-1", "capability": "posts.publish", "request": { "method": "POST", "path": "posts" } });
+    assert_eq!(
+        world
+            .request(&world.event("OperationRequested", post))
+            .await
+            .event_type(),
+        "OperationRejected"
+    );
+    world
+        .hub
+        .publish_raw("integration.connect.requested", b"{\"oops\": true}", false, None)
+        .await
+        .unwrap();
+    assert_eq!(world.wait_dead_letters(1).await.len(), 1);
+    let revoked = world
+        .request(&world.event("RevokeRequested", json!({ "channel_id": "page-1", "origin": "user" })))
+        .await;
+    assert_eq!(revoked.event["data"]["platform_revocation"], "confirmed");
+
+    let mut secrets = world.peer.issued_secrets().await;
+    assert!(
+        secrets.len() >= 5,
+        "codes, access and refresh tokens: {}",
+        secrets.len()
+    );
+    secrets.push(world.peer.client_secret.clone());
+    let dump = std::process::Command::new("pg_dump")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "--data-only", world.db_name()])
+        .output()
+        .expect("pg_dump runs");
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    let from_worker =
+        |r: &&praisma_worker::bus::hub_client::Received| r.event["source"] == "/praisma/integration-worker";
+    let haystacks = [
+        ("pg_dump", String::from_utf8_lossy(&dump.stdout).into_owned()),
+        ("logs", logs::captured()),
+        (
+            "published messages",
+            world
+                .hub
+                .received()
+                .iter()
+                .filter(from_worker)
+                .map(|r| String::from_utf8_lossy(&r.raw).into_owned())
+                .collect(),
+        ),
+        (
+            "dead-letter queue",
+            world
+                .dead_letters()
+                .await
+                .iter()
+                .map(|r| String::from_utf8_lossy(&r.raw).into_owned())
+                .collect(),
+        ),
+    ];
+    for secret in &secrets {
+        for form in [secret.clone(), STANDARD.encode(secret), URL_SAFE_NO_PAD.encode(secret)] {
+            for (place, text) in &haystacks {
+                assert!(
+                    !text.contains(form.as_str()),
+                    "a secret the server issued appears in the {place}"
+                );
+            }
+        }
+    }
+    world.teardown().await;
+}

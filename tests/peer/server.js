@@ -5,6 +5,7 @@
 //   - /api/..., a resource server checking bearer tokens and scopes: GET me (user.read),
 //     POST posts (posts.write), GET big (user.read; a 2 MiB answer), GET pages (user.read;
 //     an answer carrying page access tokens, as Meta's does);
+//   - /_test/issued, every code and token it issued (for the leak scan);
 //   - /_test/stats, call counters the tests assert on (token calls by grant type, replays of a
 //     spent refresh token, revocations);
 //   - /_test/faults, a queue of faults applied to the next token-endpoint calls, in order
@@ -29,6 +30,8 @@ const stats = {
   grants: { authorization_code: 0, refresh_token: 0 }, grant_errors: {},
 };
 const faults = { token: [], revocation: [], api: [] };
+// Every secret this server issued, for the leak scan (opaque values are the models' jti).
+const issued = new Set();
 let rotateNext = true;
 
 const server = http.createServer();
@@ -70,6 +73,9 @@ server.listen(0, '127.0.0.1', () => {
     ttl: { AccessToken: accessTtl, AuthorizationCode: 60, Interaction: 600, Session: 600, Grant: 86400, RefreshToken: 86400 },
   });
   provider.proxy = false;
+  for (const kind of ['authorization_code', 'access_token', 'refresh_token']) {
+    provider.on(`${kind}.saved`, (token) => issued.add(token.jti));
+  }
   provider.on('grant.success', (ctx) => {
     const type = ctx.oidc.params.grant_type;
     stats.grants[type] = (stats.grants[type] ?? 0) + 1;
@@ -90,6 +96,10 @@ server.listen(0, '127.0.0.1', () => {
         const fault = faults.api.shift();
         if (fault && await inject(fault, req, res)) return undefined;
         return await resourceServer(provider, req, res, url);
+      }
+      if (url.pathname === '/_test/issued') {
+        res.setHeader('content-type', 'application/json');
+        return res.end(JSON.stringify([...issued]));
       }
       if (url.pathname === '/_test/stats') {
         res.setHeader('content-type', 'application/json');

@@ -110,6 +110,16 @@ redirect_uris = ["{REDIRECT_URI}"]
         self.stats().await["token_calls"].as_u64().unwrap_or(0)
     }
 
+    /// Every authorization code, access token and refresh token the server issued.
+    pub async fn issued_secrets(&self) -> Vec<String> {
+        reqwest::get(format!("{}/_test/issued", self.issuer))
+            .await
+            .expect("issued answered")
+            .json()
+            .await
+            .expect("a list")
+    }
+
     /// Successful refresh-token grants.
     pub async fn refreshes(&self) -> u64 {
         self.stats().await["grants"]["refresh_token"].as_u64().unwrap_or(0)
