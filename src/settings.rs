@@ -32,6 +32,8 @@ pub struct Settings {
     pub refresh: RefreshPolicy,
     pub job_poll: Duration,
     pub job_concurrency: usize,
+    /// How long a runner owns a claimed job; another replica takes it back after.
+    pub job_lease: Duration,
     pub operation_max_body: usize,
     /// `/healthz`, `/readyz` and `/metrics`.
     pub http_addr: std::net::SocketAddr,
@@ -164,6 +166,7 @@ impl Settings {
             },
             job_poll: Duration::from_millis(number("PRAISMA_JOB_POLL_MS", 1_000)?.max(10)),
             job_concurrency: usize::try_from(number("PRAISMA_JOB_CONCURRENCY", 16)?.max(1)).unwrap_or(16),
+            job_lease: Duration::from_secs(number("PRAISMA_JOB_LEASE_SECONDS", 0)?),
             http_addr: get("PRAISMA_HTTP_ADDR")
                 .unwrap_or_else(|| "0.0.0.0:9464".to_owned())
                 .parse()
@@ -173,6 +176,11 @@ impl Settings {
             operation_max_body: usize::try_from(number("PRAISMA_OPERATION_MAX_BODY_BYTES", 1 << 20)?)
                 .unwrap_or(1 << 20),
         };
+        let mut settings = settings;
+        if settings.job_lease.is_zero() {
+            // Longer than any platform call can take, so a live runner never loses its job.
+            settings.job_lease = settings.http_timeout * 2 + Duration::from_secs(30);
+        }
         if settings.state_ttl.is_zero() {
             return Err(SettingsError("PRAISMA_STATE_TTL_SECONDS must be more than 0".into()));
         }

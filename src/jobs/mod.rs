@@ -33,8 +33,7 @@ impl Scheduler {
     pub async fn run(self, stop: CancellationToken, tracker: TaskTracker) {
         let ctx = self.ctx;
         let slots = Arc::new(Semaphore::new(ctx.settings.job_concurrency));
-        // Longer than any platform call can take, so a live runner never loses its job.
-        let lease = ctx.settings.http_timeout * 2 + Duration::from_secs(30);
+        let lease = ctx.settings.job_lease;
         loop {
             if stop.is_cancelled() {
                 return;

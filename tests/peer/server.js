@@ -26,7 +26,7 @@ const accessTtl = Number(process.env.PEER_ACCESS_TTL ?? 3600);
 const resourceScopes = 'user.read posts.read posts.write insights.read messages.read messages.write';
 
 const stats = {
-  token_calls: 0, revocations: 0, api_calls: 0, replays: 0,
+  token_calls: 0, revocations: 0, api_calls: 0, replays: 0, token_calls_in_flight: 0,
   grants: { authorization_code: 0, refresh_token: 0 }, grant_errors: {},
 };
 const faults = { token: [], revocation: [], api: [] };
@@ -112,6 +112,8 @@ server.listen(0, '127.0.0.1', () => {
       }
       if (req.method === 'POST' && url.pathname === '/token') {
         stats.token_calls += 1;
+        stats.token_calls_in_flight += 1;
+        res.on('close', () => { stats.token_calls_in_flight -= 1; });
         const fault = faults.token.shift();
         if (fault && await inject(fault, req, res)) return undefined;
       }

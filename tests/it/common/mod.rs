@@ -228,6 +228,14 @@ impl World {
         }
     }
 
+    /// Kills the worker processes outright (SIGKILL): no draining, no acks, no flush.
+    pub async fn kill_worker_processes(&mut self) {
+        for mut process in self.processes.drain(..) {
+            let _ = process.start_kill();
+            let _ = tokio::time::timeout(WAIT, process.wait()).await;
+        }
+    }
+
     /// Consumers on the worker queue, as the broker counts them.
     async fn consumers(&self) -> u32 {
         let Ok(connection) = bus::connect(&self.settings.amqp_url, "test-probe").await else {
