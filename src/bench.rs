@@ -50,6 +50,8 @@ pub struct Results {
     pub ready_ms: Vec<u128>,
     pub peak_rss_mib: Vec<f64>,
     pub cpu_seconds: Vec<f64>,
+    /// PostgreSQL commits in the bench database per answered event.
+    pub commits_per_event: f64,
 }
 
 pub async fn run(settings: Settings, plan: Plan) -> Result<Results, String> {
@@ -96,7 +98,7 @@ pub async fn run(settings: Settings, plan: Plan) -> Result<Results, String> {
         .await
         .map_err(|e| e.to_string())?;
 
-    let env: Vec<(String, String)> = vec![
+    let mut env: Vec<(String, String)> = vec![
         ("PRAISMA_DATABASE_URL".into(), database_url.expose_secret().to_owned()),
         ("PRAISMA_AMQP_URL".into(), settings.amqp_url.expose_secret().to_owned()),
         ("PRAISMA_EXCHANGE".into(), bus.exchange.clone()),
@@ -108,6 +110,9 @@ pub async fn run(settings: Settings, plan: Plan) -> Result<Results, String> {
         ("PRAISMA_LOG_FORMAT".into(), "json".into()),
         ("RUST_LOG".into(), "warn".into()),
     ];
+    // Tuning the operator set (PRAISMA_PREFETCH, PRAISMA_JOB_CONCURRENCY, ...) reaches the workers.
+    let fixed: Vec<String> = env.iter().map(|(name, _)| name.clone()).collect();
+    env.extend(std::env::vars().filter(|(name, _)| name.starts_with("PRAISMA_") && !fixed.contains(name)));
     let mut results = Results {
         events: plan.events,
         ..Results::default()
@@ -129,6 +134,7 @@ pub async fn run(settings: Settings, plan: Plan) -> Result<Results, String> {
         workers.push(child);
     }
 
+    let commits_before = commits(&db, &database).await;
     eprintln!(
         "publishing {} {:?} events{}...",
         plan.events,
@@ -172,6 +178,7 @@ pub async fn run(settings: Settings, plan: Plan) -> Result<Results, String> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!();
+    let commits_after = commits(&db, &database).await;
     let mut latencies: Vec<f64> = Vec::with_capacity(plan.events);
     let mut last = first;
     hub.inspect(|all| {
@@ -190,6 +197,7 @@ pub async fn run(settings: Settings, plan: Plan) -> Result<Results, String> {
             .unwrap_or(0.0)
     };
     results.answered = latencies.len();
+    results.commits_per_event = (commits_after - commits_before) as f64 / results.answered.max(1) as f64;
     results.seconds = last.duration_since(first).as_secs_f64();
     results.per_second = if results.seconds > 0.0 {
         results.answered as f64 / results.seconds
@@ -233,6 +241,21 @@ fn is_answer(received: &crate::bus::hub_client::Received, load: Load) -> bool {
     !received.via_reply
         && (wanted.contains(&received.event_type())
             || (received.event_type() == "TokenRefreshFailed" && received.event["data"]["retryable"] == false))
+}
+
+/// Transactions committed in `database` so far (PostgreSQL's statistics, updated within a second).
+async fn commits(db: &sea_orm::DatabaseConnection, database: &str) -> i64 {
+    tokio::time::sleep(Duration::from_millis(600)).await; // the statistics collector lags; this is a measurement, not a sync
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = $1",
+            [database.into()],
+        ))
+        .await
+        .ok()
+        .flatten();
+    row.and_then(|r| r.try_get::<i64>("", "xact_commit").ok()).unwrap_or(0)
 }
 
 async fn wait_for_consumers(channel: &lapin::Channel, queue: &str, count: usize) -> Result<(), String> {
@@ -339,12 +362,12 @@ async fn seed(
 
 pub fn print(plan: &Plan, results: &Results) {
     println!(
-        "| load | channels | events | rate | workers | answered | seconds | events/s | p50 ms | p95 ms | p99 ms | ready ms | peak RSS MiB | CPU s |"
+        "| load | channels | events | rate | workers | answered | seconds | events/s | p50 ms | p95 ms | p99 ms | ready ms | peak RSS MiB | CPU s | commits/event |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let list = |values: &[f64]| values.iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>().join(" / ");
     println!(
-        "| {:?} | {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
+        "| {:?} | {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {:.1} |",
         plan.load,
         plan.channels,
         plan.events,
@@ -368,5 +391,6 @@ pub fn print(plan: &Plan, results: &Results) {
             .join(" / "),
         list(&results.peak_rss_mib),
         list(&results.cpu_seconds),
+        results.commits_per_event,
     );
 }
