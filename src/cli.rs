@@ -241,12 +241,16 @@ async fn rotate_keys(settings: &Settings, batch: u64) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     eprintln!("re-encrypting under key {:?}", vault.active_key_id());
+    let total = crate::ops::keys_rotate::remaining(&db, vault.active_key_id())
+        .await
+        .map_err(|e| e.to_string())?;
+    let progress = crate::ops::progress::Progress::new("keys rotate", total);
     let done = crate::ops::keys_rotate::rotate(&db, &vault, batch.max(1), |so_far| {
-        eprint!("\r  rotated {}  unreadable {}", so_far.rotated, so_far.unreadable);
+        progress.show(so_far.rotated + so_far.unreadable);
     })
     .await
     .map_err(|e| e.to_string())?;
-    eprintln!();
+    progress.finish();
     println!(
         "rotated {}, unreadable {}, still under other keys {}",
         done.rotated, done.unreadable, done.remaining
@@ -258,10 +262,12 @@ async fn verify_audit(settings: &Settings) -> Result<bool, String> {
     let db = connect_database(&settings.database_url, 2)
         .await
         .map_err(|e| e.to_string())?;
-    let report = crate::ops::audit_verify::verify(&db, |records| eprint!("\r  checked {records} records"))
+    let total = crate::ops::audit_verify::count(&db).await.map_err(|e| e.to_string())?;
+    let progress = crate::ops::progress::Progress::new("audit verify", total);
+    let report = crate::ops::audit_verify::verify(&db, |records| progress.show(records))
         .await
         .map_err(|e| e.to_string())?;
-    eprintln!();
+    progress.finish();
     for link in &report.broken {
         println!(
             "broken: tenant {} channel {:?} at sequence {}: {}",

@@ -25,6 +25,17 @@ pub struct Verification {
 
 const PAGE: i64 = 1000;
 
+/// Records to check, for the progress bar.
+pub async fn count(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*) AS n FROM audit_log",
+        ))
+        .await?;
+    Ok(row.map(|r| r.try_get::<i64>("", "n")).transpose()?.unwrap_or(0).max(0) as u64)
+}
+
 pub async fn verify(db: &impl ConnectionTrait, mut progress: impl FnMut(u64)) -> Result<Verification, DbErr> {
     let mut report = Verification::default();
     let mut cursor: (String, String, i64) = (String::new(), String::new(), -1);

@@ -101,6 +101,12 @@ pub async fn rotate(
         progress(&report);
     }
     report.rotated += rotate_verifiers(db, vault, &active, &mut report.unreadable).await?;
+    report.remaining = remaining(db, &active).await?;
+    Ok(report)
+}
+
+/// Ciphertexts not under `active`: what a run has left to do.
+pub async fn remaining(db: &impl ConnectionTrait, active: &str) -> Result<u64, DbErr> {
     let row = db
         .query_one_raw(statement(
             "SELECT (SELECT count(*) FROM channel_tokens WHERE key_id <> $1)
@@ -108,8 +114,7 @@ pub async fn rotate(
             vec![active.into()],
         ))
         .await?;
-    report.remaining = row.map(|r| r.try_get::<i64>("", "n")).transpose()?.unwrap_or(0).max(0) as u64;
-    Ok(report)
+    Ok(row.map(|r| r.try_get::<i64>("", "n")).transpose()?.unwrap_or(0).max(0) as u64)
 }
 
 /// PKCE verifiers of consents still open: few and short-lived, so one pass.

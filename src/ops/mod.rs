@@ -5,3 +5,4 @@ pub mod audit_verify;
 pub mod channels_show;
 pub mod dlq;
 pub mod keys_rotate;
+pub mod progress;
