@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::publisher::{Publisher, header_text};
+use crate::contract::{Envelope, RejectedEvent, TraceParent};
 use crate::handlers::{self, Context, Delivery, Disposition, HandlerError};
 
 /// Test-only fault injection: simulate a crash after commit and before ack.
@@ -97,15 +98,23 @@ struct DeliveryTask {
 }
 
 impl DeliveryTask {
-    /// Handles one delivery inside its consumer span, from parse to ack.
+    /// Handles one delivery inside its consumer span, from handler to ack. The envelope is
+    /// parsed once, here, so the span can take its parent from the event.
     async fn run(self, delivery: AmqpDelivery) {
-        let span = self.consumer_span(&delivery);
-        self.settle(delivery).instrument(span).await;
+        let header = header_text(delivery.properties.headers().as_ref(), "traceparent");
+        let parsed = Envelope::parse(&delivery.data, self.ctx.settings.bus.max_event_bytes, header);
+        let parent = match &parsed {
+            Ok(envelope) => envelope.traceparent,
+            Err(rejected) => rejected.traceparent,
+        }
+        .or_else(|| header.and_then(TraceParent::parse));
+        let span = self.consumer_span(&delivery, parent.as_ref());
+        self.settle(delivery, parsed).instrument(span).await;
     }
 
     /// One consumer span per message (OpenTelemetry messaging conventions), continuing the
     /// caller's trace; the handler's outcomes carry this span's context.
-    fn consumer_span(&self, delivery: &AmqpDelivery) -> tracing::Span {
+    fn consumer_span(&self, delivery: &AmqpDelivery, parent: Option<&TraceParent>) -> tracing::Span {
         let bus = &self.ctx.settings.bus;
         let span = tracing::info_span!(
             "process",
@@ -120,25 +129,22 @@ impl DeliveryTask {
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
         );
-        let header = header_text(delivery.properties.headers().as_ref(), "traceparent");
-        if let Some(parent) = crate::contract::envelope::peek_traceparent(&delivery.data, bus.max_event_bytes, header) {
-            crate::telemetry::continue_trace(&span, &parent);
+        if let Some(parent) = parent {
+            crate::telemetry::continue_trace(&span, parent);
         }
         crate::telemetry::record_ids(&span);
         span
     }
 
-    async fn settle(self, delivery: AmqpDelivery) {
+    async fn settle(self, delivery: AmqpDelivery, parsed: Result<Envelope, Box<RejectedEvent>>) {
         let started = Instant::now();
-        let headers = delivery.properties.headers().as_ref();
         let view = Delivery {
             body: &delivery.data,
             routing_key: delivery.routing_key.as_str(),
             reply_to: delivery.properties.reply_to().as_ref().map(|r| r.as_str()),
-            header_traceparent: header_text(headers, "traceparent"),
         };
         // Database outages are retried here, holding the delivery, before giving it back.
-        let result = (|| handlers::process(&self.ctx, view))
+        let result = (|| handlers::process(&self.ctx, view, &parsed))
             .retry(
                 ExponentialBuilder::default()
                     .with_min_delay(Duration::from_millis(100))

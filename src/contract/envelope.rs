@@ -51,21 +51,6 @@ impl RejectedEvent {
     }
 }
 
-/// The trace context of a delivery, before it is parsed in full: the CloudEvents attribute,
-/// else the AMQP header. Used to parent the consumer span that the parse itself runs in.
-pub fn peek_traceparent(body: &[u8], max_bytes: usize, header: Option<&str>) -> Option<TraceParent> {
-    #[derive(serde::Deserialize)]
-    struct Peek {
-        traceparent: Option<String>,
-    }
-    let attribute = (body.len() <= max_bytes)
-        .then(|| serde_json::from_slice::<Peek>(body).ok())
-        .flatten()
-        .and_then(|peek| peek.traceparent)
-        .and_then(|raw| TraceParent::parse(&raw));
-    attribute.or_else(|| header.and_then(TraceParent::parse))
-}
-
 impl Envelope {
     /// Parses a delivery body. `header_traceparent` is the AMQP header, used when the event
     /// carries no `traceparent` attribute of its own.

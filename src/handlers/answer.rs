@@ -55,6 +55,18 @@ impl<'a> Answer<'a> {
         }
     }
 
+    /// The answer to an event that waited on a job, in the trace it came with.
+    pub fn for_waiter(tenant: &'a TenantId, waiter: &'a crate::store::jobs::WaitingEvent) -> Self {
+        let span = TraceParent::parse(&waiter.traceparent).unwrap_or_else(|| TraceParent::child_of(None));
+        Self::new(
+            tenant,
+            Some(&waiter.event_id),
+            &waiter.origin,
+            span,
+            waiter.reply_to.as_deref(),
+        )
+    }
+
     /// An intermediate outcome (a failed attempt that will be retried).
     pub fn progress<T: OutboundEvent>(&mut self, data: &T) {
         self.push(T::TYPE, T::ROUTING_KEY.to_owned(), data, None, false);

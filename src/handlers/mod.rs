@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 
 pub use answer::Answer;
 
-use crate::contract::{Command, Envelope, TraceParent};
+use crate::contract::{Command, Envelope, RejectedEvent, TraceParent};
 use crate::domain::ErrorCode;
 use crate::platform::{Catalogue, OAuthClient};
 use crate::settings::Settings;
@@ -48,7 +48,6 @@ pub struct Delivery<'a> {
     pub body: &'a [u8],
     pub routing_key: &'a str,
     pub reply_to: Option<&'a str>,
-    pub header_traceparent: Option<&'a str>,
 }
 
 /// What the bus should do with a delivery once [`process`] returns.
@@ -88,16 +87,18 @@ impl Inbound<'_> {
     }
 }
 
-pub async fn process(ctx: &Context, delivery: Delivery<'_>) -> Result<Disposition, HandlerError> {
-    let envelope = match Envelope::parse(
-        delivery.body,
-        ctx.settings.bus.max_event_bytes,
-        delivery.header_traceparent,
-    ) {
+/// Runs one delivery whose envelope the bus has already parsed (parsing once lets the consumer
+/// span take its parent from the event before anything runs inside it).
+pub async fn process(
+    ctx: &Context,
+    delivery: Delivery<'_>,
+    parsed: &Result<Envelope, Box<RejectedEvent>>,
+) -> Result<Disposition, HandlerError> {
+    let envelope = match parsed {
         Ok(envelope) => envelope,
-        Err(rejected) => return rejected::handle(ctx, &rejected, delivery).await,
+        Err(rejected) => return rejected::handle(ctx, rejected, delivery).await,
     };
-    let command = match Command::from_envelope(&envelope) {
+    let command = match Command::from_envelope(envelope) {
         Ok(command) => command,
         Err(rejected) => return rejected::handle(ctx, &rejected, delivery).await,
     };
@@ -109,7 +110,7 @@ pub async fn process(ctx: &Context, delivery: Delivery<'_>) -> Result<Dispositio
         })
         .unwrap_or_else(|| TraceParent::child_of(envelope.traceparent.as_ref()));
     let inbound = Inbound {
-        envelope: &envelope,
+        envelope,
         reply_to: delivery.reply_to,
         span,
     };

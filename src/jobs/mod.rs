@@ -113,15 +113,7 @@ pub async fn answer_cancelled(
         };
         let waiters = store::jobs::open_waiters(txn, tenant, *job_id).await?;
         for waiter in &waiters {
-            let span = crate::contract::TraceParent::parse(&waiter.traceparent)
-                .unwrap_or_else(|| crate::contract::TraceParent::child_of(None));
-            let mut answer = crate::handlers::Answer::new(
-                tenant,
-                Some(&waiter.event_id),
-                &waiter.origin,
-                span,
-                waiter.reply_to.as_deref(),
-            );
+            let mut answer = crate::handlers::Answer::for_waiter(tenant, waiter);
             match job.kind.as_str() {
                 store::jobs::KIND_OPERATION => answer.finish(&OperationRejected {
                     channel_id: Some(channel.clone()),

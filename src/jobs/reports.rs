@@ -30,16 +30,7 @@ impl<'a> Reports<'a> {
     ) -> Self {
         let mut answers: Vec<Answer<'a>> = waiters
             .iter()
-            .map(|w| {
-                let span = TraceParent::parse(&w.traceparent).unwrap_or_else(|| TraceParent::child_of(None));
-                Answer::new(
-                    tenant,
-                    Some(w.event_id.as_str()),
-                    w.origin.as_str(),
-                    span,
-                    w.reply_to.as_deref(),
-                )
-            })
+            .map(|waiter| Answer::for_waiter(tenant, waiter))
             .collect();
         if answers.is_empty() {
             answers.push(Answer::new(tenant, None, "worker", TraceParent::child_of(None), None));
