@@ -206,6 +206,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             };
             tracing::info!("worker started");
             let stopped = worker.run_until_stopped(crate::shutdown::on_signals()).await;
+            crate::metrics::shutdown();
             crate::telemetry::shutdown();
             report(stopped)
         }

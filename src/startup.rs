@@ -162,6 +162,10 @@ impl Worker {
         let mut consumer_task = tokio::spawn(consumer.run(stop_consuming.clone(), tracker.clone()));
         let scheduler = Scheduler { ctx: self.ctx.clone() };
         let scheduler_task = tokio::spawn(scheduler.run(stop_consuming.clone(), tracker.clone()));
+        if let Some(interval) = crate::metrics::otlp_sampling_interval() {
+            let db = self.ctx.db.clone();
+            tracker.spawn(crate::metrics::sample_until(db, interval, stop_consuming.clone()));
+        }
 
         let consumer_result = tokio::select! {
             _ = shutdown.cancelled() => None,

@@ -40,10 +40,7 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
     E: SpanExporter + 'static,
 {
-    let resource = Resource::builder()
-        .with_service_name("praisma-integration-worker")
-        .build();
-    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    let mut builder = SdkTracerProvider::builder().with_resource(resource());
     if let Some(exporter) = exporter {
         builder = builder.with_simple_exporter(exporter);
     } else if ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
@@ -72,6 +69,13 @@ where
         .with(logs)
         .with(traces)
         .try_init();
+}
+
+/// Who is reporting, for traces and metrics alike.
+pub fn resource() -> Resource {
+    Resource::builder()
+        .with_service_name("praisma-integration-worker")
+        .build()
 }
 
 /// Flushes spans not yet exported.

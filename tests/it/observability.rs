@@ -159,43 +159,96 @@ async fn a_consumer_span_continues_the_callers_trace_and_the_outcome_carries_it(
     world.teardown().await;
 }
 
-#[tokio::test]
-async fn the_worker_process_exports_spans_over_otlp_when_an_endpoint_is_set() {
-    use axum::routing::post;
-    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let record = received.clone();
-    let collector = axum::Router::new().route(
-        "/v1/traces",
-        post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let record = record.clone();
-            async move {
-                let content_type = headers
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                record.lock().unwrap().push(format!("{content_type} {}", body.len()));
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, collector).await });
+/// One OTLP/HTTP export: signal (`traces`, `metrics`), content type, body.
+type Export = (String, String, Vec<u8>);
 
+/// What a stand-in OTLP/HTTP collector received.
+#[derive(Clone, Default)]
+struct Collector {
+    received: std::sync::Arc<std::sync::Mutex<Vec<Export>>>,
+}
+
+impl Collector {
+    async fn start(&self) -> String {
+        let record = self.received.clone();
+        let collector = axum::Router::new().route(
+            "/v1/{signal}",
+            axum::routing::post(
+                move |axum::extract::Path(signal): axum::extract::Path<String>,
+                      headers: axum::http::HeaderMap,
+                      body: axum::body::Bytes| {
+                    let record = record.clone();
+                    async move {
+                        let content_type = headers
+                            .get("content-type")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        record.lock().unwrap().push((signal, content_type, body.to_vec()));
+                        axum::http::StatusCode::OK
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, collector).await });
+        endpoint
+    }
+
+    fn exports(&self, signal: &str) -> Vec<(String, Vec<u8>)> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, _, _)| s == signal)
+            .map(|(_, content_type, body)| (content_type.clone(), body.clone()))
+            .collect()
+    }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn the_worker_process_exports_spans_and_metrics_over_otlp_when_an_endpoint_is_set() {
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
     let mut world = World::spawn().await;
     world.join_first_worker().await;
     world
-        .start_worker_process_with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)])
+        .start_worker_process_with(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "60000".to_owned()),
+        ])
         .await;
     let answer = world.request(&world.consent_request("page-1", &["profile.read"])).await;
     assert_eq!(answer.event_type(), "ConsentUrlIssued");
-    world.stop_worker_processes().await; // SIGTERM flushes the spans
-    let exports = received.lock().unwrap().clone();
-    assert!(!exports.is_empty(), "the collector received spans");
+    world.stop_worker_processes().await; // SIGTERM flushes spans and metrics
+
+    let spans = collector.exports("traces");
+    assert!(!spans.is_empty(), "the collector received spans");
     assert!(
-        exports.iter().all(|e| e.starts_with("application/x-protobuf")),
-        "{exports:?}"
+        spans
+            .iter()
+            .all(|(content_type, _)| content_type.starts_with("application/x-protobuf")),
+        "{:?}",
+        spans.iter().map(|(c, b)| (c, b.len())).collect::<Vec<_>>()
     );
+    // Protobuf carries names as plain bytes: the counters moved by the flow and the database
+    // gauges sampled for the exporter are both there.
+    let metrics = collector.exports("metrics");
+    assert!(!metrics.is_empty(), "the collector received metrics");
+    let found = |name: &str| metrics.iter().any(|(_, body)| contains(body, name));
+    for name in [
+        "praisma_events_consumed_total",
+        "praisma_event_handling_seconds",
+        "ConsentUrlRequested",
+        "praisma_outbox_backlog",
+        "praisma-integration-worker",
+    ] {
+        assert!(found(name), "{name} is not in the exported metrics");
+    }
     world.teardown().await;
 }
