@@ -36,7 +36,15 @@ pub async fn handle(ctx: &Context, inbound: &Inbound<'_>, request: TokenExpiring
     }
 
     let now = crate::clock::now();
-    let debounce = chrono::Duration::from_std(ctx.settings.refresh.debounce).unwrap_or_default();
+    let provider = crate::domain::ProviderName::parse(channel.provider.clone())
+        .ok()
+        .and_then(|name| ctx.catalogue.provider(&name).ok());
+    // Instagram and Threads refuse to renew a token younger than a day: until then, the one
+    // there is is the freshest there can be.
+    let debounce = provider
+        .map_or(std::time::Duration::ZERO, |p| p.min_renewal_age())
+        .max(ctx.settings.refresh.debounce);
+    let debounce = chrono::Duration::from_std(debounce).unwrap_or_default();
     let just_replaced = channel.tokens_updated_at.is_some_and(|at| now - at < debounce);
     let already_newer =
         matches!((request.expires_at, channel.expires_at), (Some(asked), Some(current)) if current > asked);
@@ -51,10 +59,7 @@ pub async fn handle(ctx: &Context, inbound: &Inbound<'_>, request: TokenExpiring
         });
         return complete(ctx, txn, inbound, answer).await;
     }
-    let renews_with_access_token = crate::domain::ProviderName::parse(channel.provider.clone())
-        .ok()
-        .and_then(|name| ctx.catalogue.provider(&name).ok())
-        .is_some_and(|provider| provider.renews_with_access_token());
+    let renews_with_access_token = provider.is_some_and(|provider| provider.renews_with_access_token());
     if !renews_with_access_token
         && store::tokens::load(&txn, tenant, channel.id, SecretKind::RefreshToken)
             .await?

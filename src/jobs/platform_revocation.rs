@@ -16,7 +16,7 @@ use crate::contract::outbound::{ConnectionRevoked, PlatformRevocation};
 use crate::domain::secrets::{AccessToken, RefreshToken};
 use crate::domain::{ChannelId, ErrorCode, ProviderName, TenantId};
 use crate::handlers::{Context, HandlerError};
-use crate::platform::{PlatformError, Revocable};
+use crate::platform::PlatformError;
 use crate::store;
 use crate::vault::{Binding, SecretKind};
 
@@ -81,17 +81,9 @@ async fn revoke_at_platform(
     };
     let refresh = open(SecretKind::RefreshToken).await.map(RefreshToken::new);
     let access = open(SecretKind::AccessToken).await.map(AccessToken::new);
-    let refresh_revoked = match &refresh {
-        Some(refresh) => Some(ctx.oauth.revoke(provider, Revocable::Refresh(refresh)).await),
-        None => None,
-    };
-    let access_revoked = match &access {
-        Some(access) => ctx.oauth.revoke(provider, Revocable::Access(access)).await,
-        None => Ok(()),
-    };
-    // The refresh token is the grant: its revocation is the answer. The access token is tried
-    // whatever happened to it, and decides only when there was no refresh token.
-    refresh_revoked.unwrap_or(access_revoked)
+    ctx.oauth
+        .revoke_grant(provider, refresh.as_ref(), access.as_ref())
+        .await
 }
 
 async fn conclude(

@@ -19,7 +19,7 @@ use crate::contract::outbound::{ConnectionReauthRequired, TokenRefreshFailed, To
 use crate::domain::secrets::{AccessToken, RefreshToken};
 use crate::domain::{ChannelId, ErrorCode, ProviderName, ScopeSet, TenantId};
 use crate::handlers::{Context, HandlerError};
-use crate::platform::{PlatformError, Revocable, TokenGrant};
+use crate::platform::{PlatformError, TokenGrant};
 use crate::store::{self, jobs::Schedule};
 use crate::vault::{Binding, SecretKind};
 
@@ -274,10 +274,10 @@ async fn revoke_orphaned(ctx: &Context, provider: &str, grant: TokenGrant) {
     if provider.definition.revocation_url.is_none() {
         return;
     }
-    let revoked = match &grant.refresh_token {
-        Some(refresh) => ctx.oauth.revoke(provider, Revocable::Refresh(refresh)).await,
-        None => ctx.oauth.revoke(provider, Revocable::Access(&grant.access_token)).await,
-    };
+    let revoked = ctx
+        .oauth
+        .revoke_grant(provider, grant.refresh_token.as_ref(), Some(&grant.access_token))
+        .await;
     if let Err(error) = revoked {
         tracing::warn!(code = %error.code, "revoking the tokens of a discarded refresh failed");
     }

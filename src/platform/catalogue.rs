@@ -41,6 +41,22 @@ pub struct ProviderDefinition {
     pub pkce: bool,
     #[serde(default = "default_client_auth")]
     pub client_auth: ClientAuth,
+    /// The name the platform gives the client id in URLs and forms (TikTok: `client_key`).
+    #[serde(default = "default_client_id_parameter")]
+    pub client_id_parameter: String,
+    /// How the token endpoint's answers are shaped; RFC 6749 §5.1 when absent.
+    #[serde(default)]
+    pub token_response: TokenResponseFormat,
+    /// A short-lived token from the code exchange is traded at once for a long-lived one
+    /// (Meta `fb_exchange_token`, Instagram `ig_exchange_token`, Threads `th_exchange_token`).
+    #[serde(default)]
+    pub long_lived_exchange: Option<AccessTokenTrade>,
+    /// Where the scopes the user actually granted are learned.
+    #[serde(default)]
+    pub granted_scopes: ScopeDiscovery,
+    /// How `revocation_url` is called.
+    #[serde(default)]
+    pub revocation: Revocation,
     #[serde(default)]
     pub redirect_uris: Vec<Url>,
     #[serde(default)]
@@ -54,26 +70,116 @@ pub struct ProviderDefinition {
 
 /// How a provider's tokens are kept alive.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "method", rename_all = "snake_case")]
 pub enum Renewal {
     /// RFC 6749 §6: trade the refresh token at the token endpoint.
     #[default]
     RefreshToken,
     /// Trade the current, still valid access token for a new one: Meta's `fb_exchange_token`,
     /// Instagram's `ig_refresh_token`, Threads' `th_refresh_token`.
-    AccessTokenGrant {
-        /// Defaults to the token endpoint.
-        #[serde(default)]
-        url: Option<Url>,
-        #[serde(default = "default_get")]
-        http_method: String,
-        grant_type: String,
-        /// The parameter that carries the current access token.
-        token_parameter: String,
-        /// Whether `client_id` and `client_secret` go along as parameters.
-        #[serde(default)]
-        client_credentials: bool,
-    },
+    AccessTokenGrant(AccessTokenTrade),
+}
+
+/// One request that trades a valid access token for another (Meta's family of platforms).
+/// Their answers are read as [`TokenResponseFormat::Graph`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AccessTokenTrade {
+    /// Defaults to the token endpoint.
+    #[serde(default)]
+    pub url: Option<Url>,
+    #[serde(default = "default_get")]
+    pub http_method: String,
+    pub grant_type: String,
+    /// The parameter that carries the current access token.
+    pub token_parameter: String,
+    /// Which client credentials go along as parameters.
+    #[serde(default)]
+    pub client_credentials: TradeCredentials,
+    /// The platform refuses to renew a token younger than this (Instagram and Threads: a day);
+    /// a request to renew one sooner is answered with the current token.
+    #[serde(default)]
+    pub min_token_age_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TradeCredentials {
+    #[default]
+    None,
+    /// `client_secret` only (Instagram's and Threads' long-lived exchange).
+    Secret,
+    /// `client_id` and `client_secret` (Meta's `fb_exchange_token`).
+    IdAndSecret,
+}
+
+/// The shape of a token endpoint's answer. Each non-standard shape has its own response type
+/// (`platform/token_response.rs`); none is read by string surgery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenResponseFormat {
+    /// RFC 6749 §5.1, through the `oauth2` crate.
+    #[default]
+    Standard,
+    /// Graph API (Meta, Instagram, Threads): `token_type` may be missing, `expires_in` may be
+    /// missing or a string; errors are `{"error": {"code": 190, ...}}`.
+    Graph,
+    /// Instagram Login's code exchange: `{"data": [{"access_token", "user_id", "permissions"}]}`
+    /// (or the same fields unwrapped); the granted scopes are `permissions`.
+    InstagramLogin,
+    /// LinkedIn: no `token_type`, comma-separated `scope`, `refresh_token_expires_in`.
+    Linkedin,
+    /// TikTok: `open_id`, `refresh_expires_in`, comma-separated `scope`, and errors that may
+    /// arrive with HTTP 200.
+    Tiktok,
+}
+
+/// Where the scopes the user actually granted come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum ScopeDiscovery {
+    /// The token response's `scope` (RFC 6749 §5.1); the requested scopes when it has none.
+    #[default]
+    TokenResponse,
+    /// Meta's permissions edge: `GET /me/permissions`, entries with `status: granted`.
+    PermissionsEdge { url: Url },
+    /// Token introspection (RFC 7662 shaped; LinkedIn's `introspectToken`), client credentials
+    /// in the form.
+    Introspection { url: Url },
+}
+
+/// How the revocation endpoint is called.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revocation {
+    #[serde(default)]
+    pub style: RevocationStyle,
+    /// Whether RFC 7009's `token_type_hint` is sent (TikTok's endpoint documents no such field).
+    #[serde(default = "default_true")]
+    pub token_type_hint: bool,
+    /// Whether only the access token can be revoked (TikTok, Meta); otherwise the refresh token
+    /// first, then the access token.
+    #[serde(default)]
+    pub access_token_only: bool,
+}
+
+impl Default for Revocation {
+    fn default() -> Self {
+        Self {
+            style: RevocationStyle::default(),
+            token_type_hint: true,
+            access_token_only: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationStyle {
+    /// RFC 7009: a form POST of `token`, authenticated as at the token endpoint.
+    #[default]
+    Rfc7009,
+    /// Meta: `DELETE /me/permissions` with the access token, which removes the whole grant.
+    DeletePermissions,
 }
 
 fn default_get() -> String {
@@ -84,11 +190,20 @@ impl ProviderDefinition {
     /// Tokens and codes cross these URLs: TLS everywhere but on this machine's loopback.
     fn check_transport(&self) -> Result<(), CatalogueError> {
         let renewal_url = match &self.renewal {
-            Renewal::AccessTokenGrant { url, .. } => url.as_ref(),
+            Renewal::AccessTokenGrant(trade) => trade.url.as_ref(),
             Renewal::RefreshToken => None,
+        };
+        let discovery_url = match &self.granted_scopes {
+            ScopeDiscovery::TokenResponse => None,
+            ScopeDiscovery::PermissionsEdge { url } | ScopeDiscovery::Introspection { url } => Some(url),
         };
         let endpoints = [
             ("renewal.url", renewal_url),
+            (
+                "long_lived_exchange.url",
+                self.long_lived_exchange.as_ref().and_then(|t| t.url.as_ref()),
+            ),
+            ("granted_scopes.url", discovery_url),
             ("authorization_url", Some(&self.authorization_url)),
             ("token_url", Some(&self.token_url)),
             ("revocation_url", self.revocation_url.as_ref()),
@@ -121,6 +236,9 @@ fn default_true() -> bool {
 }
 fn default_client_auth() -> ClientAuth {
     ClientAuth::Basic
+}
+fn default_client_id_parameter() -> String {
+    "client_id".to_owned()
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,7 +306,15 @@ impl Provider {
 
     /// Whether a grant can be kept alive without a refresh token.
     pub fn renews_with_access_token(&self) -> bool {
-        matches!(self.definition.renewal, Renewal::AccessTokenGrant { .. })
+        matches!(self.definition.renewal, Renewal::AccessTokenGrant(_))
+    }
+
+    /// How young a token the platform refuses to renew.
+    pub fn min_renewal_age(&self) -> std::time::Duration {
+        match &self.definition.renewal {
+            Renewal::AccessTokenGrant(trade) => std::time::Duration::from_secs(trade.min_token_age_seconds),
+            Renewal::RefreshToken => std::time::Duration::ZERO,
+        }
     }
 
     pub fn scope_separators(&self) -> Vec<char> {
@@ -320,6 +446,11 @@ fn read_file(path: &Path) -> Result<BTreeMap<ProviderName, ProviderDefinition>, 
         reason: e.kind().to_string(),
     })?;
     parse(&text).map_err(|reason| CatalogueError::Invalid { path: shown, reason })
+}
+
+/// The built-in definitions, as compiled in.
+pub fn built_in() -> Result<Vec<ProviderDefinition>, String> {
+    parse_definitions(BUILT_IN)
 }
 
 /// Parses catalogue text in the file format, for definitions made at run time.

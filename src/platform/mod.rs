@@ -5,6 +5,7 @@ pub mod api;
 pub mod catalogue;
 pub mod errors;
 pub mod oauth;
+pub mod token_response;
 
 pub use catalogue::{CapabilityGrant, Catalogue, ClientAuth, Provider, ProviderDefinition, Renewal};
 pub use errors::PlatformError;

@@ -11,8 +11,9 @@ use oauth2::{
 };
 use url::Url;
 
+use super::catalogue::{AccessTokenTrade, RevocationStyle, ScopeDiscovery, TokenResponseFormat, TradeCredentials};
 use super::errors::retry_after_of;
-use super::{ClientAuth, PlatformError, Provider, Renewal};
+use super::{ClientAuth, PlatformError, Provider, Renewal, token_response};
 use crate::domain::secrets::{AccessToken, AuthCode, PkceVerifier, RefreshToken, StateToken};
 use crate::domain::{ErrorCode, ScopeSet};
 
@@ -77,12 +78,29 @@ impl OAuthClient {
         verifier: Option<PkceVerifier>,
         redirect_uri: &Url,
     ) -> Result<TokenGrant, PlatformError> {
-        observed(
+        let grant = observed(
             provider,
             "token_exchange",
             self.exchange_code_unobserved(provider, code, verifier, redirect_uri),
         )
-        .await
+        .await?;
+        let grant = match &provider.definition.long_lived_exchange {
+            Some(trade) => {
+                let long_lived = observed(
+                    provider,
+                    "long_lived_exchange",
+                    self.trade(provider, trade, &grant.access_token),
+                )
+                .await?;
+                // The short-lived answer is the one that may list the grant (Instagram).
+                TokenGrant {
+                    scope: long_lived.scope.or(grant.scope),
+                    ..long_lived
+                }
+            }
+            None => grant,
+        };
+        self.with_discovered_scopes(provider, grant).await
     }
 
     /// Trades a refresh token for new tokens (RFC 6749 §6).
@@ -91,12 +109,13 @@ impl OAuthClient {
         provider: &Provider,
         refresh_token: &RefreshToken,
     ) -> Result<TokenGrant, PlatformError> {
-        observed(
+        let grant = observed(
             provider,
             "token_refresh",
             self.refresh_unobserved(provider, refresh_token),
         )
-        .await
+        .await?;
+        self.with_discovered_scopes(provider, grant).await
     }
 
     /// Renews by trading the current access token (Meta, Instagram, Threads).
@@ -105,17 +124,92 @@ impl OAuthClient {
         provider: &Provider,
         access_token: &AccessToken,
     ) -> Result<TokenGrant, PlatformError> {
-        observed(
+        let Renewal::AccessTokenGrant(trade) = &provider.definition.renewal else {
+            return Err(PlatformError::new(
+                ErrorCode::ProviderRejected,
+                "the provider renews with refresh tokens",
+            ));
+        };
+        let grant = observed(provider, "token_renewal", self.trade(provider, trade, access_token)).await?;
+        self.with_discovered_scopes(provider, grant).await
+    }
+
+    /// Replaces the grant's scopes with what the platform says the user granted, where the
+    /// token response does not say it (Meta's permissions edge, LinkedIn's introspection).
+    async fn with_discovered_scopes(
+        &self,
+        provider: &Provider,
+        grant: TokenGrant,
+    ) -> Result<TokenGrant, PlatformError> {
+        let discovery = &provider.definition.granted_scopes;
+        if *discovery == ScopeDiscovery::TokenResponse {
+            return Ok(grant);
+        }
+        let scope = observed(
             provider,
-            "token_renewal",
-            self.renew_access_token_unobserved(provider, access_token),
+            "scope_discovery",
+            self.discover_scopes(provider, discovery, &grant.access_token),
         )
-        .await
+        .await?;
+        Ok(TokenGrant {
+            scope: Some(scope),
+            ..grant
+        })
+    }
+
+    async fn discover_scopes(
+        &self,
+        provider: &Provider,
+        discovery: &ScopeDiscovery,
+        access_token: &AccessToken,
+    ) -> Result<ScopeSet, PlatformError> {
+        let request = match discovery {
+            ScopeDiscovery::TokenResponse => return Ok(ScopeSet::default()),
+            ScopeDiscovery::PermissionsEdge { url } => {
+                self.http.get(url.clone()).bearer_auth(access_token.expose_secret())
+            }
+            ScopeDiscovery::Introspection { url } => {
+                let mut form = client_credentials_form(provider);
+                form.push(("token", access_token.expose_secret()));
+                self.http.post(url.clone()).form(&form)
+            }
+        };
+        let body = send_for_body(request).await?;
+        match discovery {
+            ScopeDiscovery::PermissionsEdge { .. } => token_response::parse_permissions(&body),
+            _ => token_response::parse_introspection(&body),
+        }
     }
 
     /// Revokes a token at the provider's RFC 7009 endpoint.
     pub async fn revoke(&self, provider: &Provider, token: Revocable<'_>) -> Result<(), PlatformError> {
         observed(provider, "revocation", self.revoke_unobserved(provider, token)).await
+    }
+
+    /// Revokes a grant at the platform with the tokens at hand: the refresh token is the grant,
+    /// so its revocation is the answer; the access token is revoked whatever happened to it,
+    /// and decides only when there is no refresh token, or when the platform revokes by access
+    /// token only (Meta, TikTok).
+    pub async fn revoke_grant(
+        &self,
+        provider: &Provider,
+        refresh: Option<&RefreshToken>,
+        access: Option<&AccessToken>,
+    ) -> Result<(), PlatformError> {
+        let refresh = refresh.filter(|_| !provider.definition.revocation.access_token_only);
+        let refresh_revoked = match refresh {
+            Some(refresh) => Some(self.revoke(provider, Revocable::Refresh(refresh)).await),
+            None => None,
+        };
+        let access_revoked = match access {
+            Some(access) => self.revoke(provider, Revocable::Access(access)).await,
+            None if refresh_revoked.is_none() => Err(PlatformError::new(
+                ErrorCode::ReauthRequired,
+                "there is no token the platform can revoke",
+            )),
+            None => Ok(()),
+        };
+        refresh_revoked.unwrap_or(access_revoked)
     }
 
     /// The hardened HTTP client (no redirects, timeouts), for API calls.
@@ -153,7 +247,25 @@ impl OAuthClient {
         for (name, value) in &definition.extra_authorization_params {
             request = request.add_extra_param(name.as_str(), value.as_str());
         }
-        request.url().0
+        let url = request.url().0;
+        if definition.client_id_parameter == "client_id" {
+            return url;
+        }
+        // TikTok names the client id `client_key`: the same pairs, one renamed.
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(name, value)| {
+                let name = if name == "client_id" {
+                    definition.client_id_parameter.clone()
+                } else {
+                    name.into_owned()
+                };
+                (name, value.into_owned())
+            })
+            .collect();
+        let mut renamed = url;
+        renamed.query_pairs_mut().clear().extend_pairs(pairs);
+        renamed
     }
 
     /// Exchanges a code for tokens. The code and verifier are consumed: they are single use.
@@ -164,6 +276,17 @@ impl OAuthClient {
         verifier: Option<PkceVerifier>,
         redirect_uri: &Url,
     ) -> Result<TokenGrant, PlatformError> {
+        if provider.definition.token_response != TokenResponseFormat::Standard {
+            let mut form = vec![
+                ("grant_type", "authorization_code"),
+                ("code", code.expose_secret()),
+                ("redirect_uri", redirect_uri.as_str()),
+            ];
+            if let Some(verifier) = &verifier {
+                form.push(("code_verifier", verifier.expose_secret()));
+            }
+            return self.token_endpoint_form(provider, form).await;
+        }
         let client = token_client(provider).set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()));
         let mut request = client.exchange_code(AuthorizationCode::new(code.expose_secret().to_owned()));
         drop(code);
@@ -181,6 +304,13 @@ impl OAuthClient {
         provider: &Provider,
         refresh_token: &RefreshToken,
     ) -> Result<TokenGrant, PlatformError> {
+        if provider.definition.token_response != TokenResponseFormat::Standard {
+            let form = vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token.expose_secret()),
+            ];
+            return self.token_endpoint_form(provider, form).await;
+        }
         let client = token_client(provider);
         let token = oauth2::RefreshToken::new(refresh_token.expose_secret().to_owned());
         let meta = Arc::new(Mutex::new(ResponseMeta::default()));
@@ -191,58 +321,59 @@ impl OAuthClient {
         into_grant(provider, result, &meta)
     }
 
-    /// Renews by trading the current access token (Meta, Instagram, Threads). Their answers
-    /// carry no `token_type` and sometimes a string `expires_in`, so they are read by
-    /// a lenient response type, not by the oauth2 crate's standard response.
-    async fn renew_access_token_unobserved(
+    /// Trades a valid access token for another (Meta, Instagram, Threads): the long-lived
+    /// exchange after a code, and renewal. Their answers are read as Graph answers.
+    async fn trade(
         &self,
         provider: &Provider,
+        trade: &AccessTokenTrade,
         access_token: &AccessToken,
     ) -> Result<TokenGrant, PlatformError> {
-        let Renewal::AccessTokenGrant {
-            url,
-            http_method,
-            grant_type,
-            token_parameter,
-            client_credentials,
-        } = &provider.definition.renewal
-        else {
-            return Err(PlatformError::new(
-                ErrorCode::ProviderRejected,
-                "the provider renews with refresh tokens",
-            ));
-        };
-        let url = url.clone().unwrap_or_else(|| provider.definition.token_url.clone());
+        let url = trade
+            .url
+            .clone()
+            .unwrap_or_else(|| provider.definition.token_url.clone());
         let mut params = vec![
-            ("grant_type", grant_type.as_str()),
-            (token_parameter.as_str(), access_token.expose_secret()),
+            ("grant_type", trade.grant_type.as_str()),
+            (trade.token_parameter.as_str(), access_token.expose_secret()),
         ];
-        if *client_credentials {
-            params.push(("client_id", provider.client_id.as_str()));
-            if let Some(secret) = &provider.client_secret {
-                params.push(("client_secret", secret.expose_secret()));
+        let secret = provider.client_secret.as_ref().map(|s| s.expose_secret());
+        match trade.client_credentials {
+            TradeCredentials::None => {}
+            TradeCredentials::Secret => params.extend(secret.map(|s| ("client_secret", s))),
+            TradeCredentials::IdAndSecret => {
+                params.push((
+                    provider.definition.client_id_parameter.as_str(),
+                    provider.client_id.as_str(),
+                ));
+                params.extend(secret.map(|s| ("client_secret", s)));
             }
         }
-        let request = if http_method.eq_ignore_ascii_case("POST") {
+        let request = if trade.http_method.eq_ignore_ascii_case("POST") {
             self.http.post(url).form(&params)
         } else {
             self.http.get(url).query(&params)
         };
-        let response = request.send().await.map_err(|e| PlatformError::from_transport(&e))?;
-        let status = response.status().as_u16();
-        let retry_after = retry_after_of(&response);
-        if let Some(error) = PlatformError::from_status(status, retry_after) {
-            return Err(error);
+        let body = send_for_body(request).await?;
+        token_response::parse(TokenResponseFormat::Graph, &body, &provider.scope_separators())
+    }
+
+    /// A token-endpoint call for platforms the `oauth2` crate cannot speak to (a renamed client
+    /// id, an answer it cannot parse): the same form, authenticated as the provider says, read
+    /// by the provider's own response type.
+    async fn token_endpoint_form(
+        &self,
+        provider: &Provider,
+        mut form: Vec<(&str, &str)>,
+    ) -> Result<TokenGrant, PlatformError> {
+        let definition = &provider.definition;
+        let mut request = self.http.post(definition.token_url.clone());
+        match definition.client_auth {
+            ClientAuth::Basic => request = basic_auth(request, provider),
+            ClientAuth::Post => form.extend(client_credentials_form(provider)),
         }
-        let body = read_capped(response)
-            .await
-            .map_err(|_| PlatformError::unreadable_response())?;
-        if !(200..300).contains(&status) {
-            return Err(classify_error_body(&body));
-        }
-        let parsed: LenientTokenResponse =
-            serde_json::from_slice(&body).map_err(|_| PlatformError::unreadable_response())?;
-        Ok(parsed.into_grant(provider))
+        let body = send_for_body(request.form(&form)).await?;
+        token_response::parse(definition.token_response, &body, &provider.scope_separators())
     }
 
     /// Revokes a token at the provider's RFC 7009 endpoint: one form POST, authenticated as the
@@ -259,36 +390,24 @@ impl OAuthClient {
             Revocable::Refresh(token) => (token.expose_secret(), "refresh_token"),
             Revocable::Access(token) => (token.expose_secret(), "access_token"),
         };
-        let mut form = vec![("token", value), ("token_type_hint", hint)];
-        let secret = provider.client_secret.as_ref().map(|s| s.expose_secret());
-        let mut request = self.http.post(url.clone());
-        match definition.client_auth {
-            ClientAuth::Basic => {
-                let encode = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
-                request = request.basic_auth(encode(&provider.client_id), secret.map(encode));
-            }
-            ClientAuth::Post => {
-                form.push(("client_id", provider.client_id.as_str()));
-                if let Some(secret) = secret {
-                    form.push(("client_secret", secret));
+        let request = match definition.revocation.style {
+            // Meta: deleting the permissions removes the app's whole grant.
+            RevocationStyle::DeletePermissions => self.http.delete(url.clone()).bearer_auth(value),
+            RevocationStyle::Rfc7009 => {
+                let mut form = vec![("token", value)];
+                if definition.revocation.token_type_hint {
+                    form.push(("token_type_hint", hint));
                 }
+                let mut request = self.http.post(url.clone());
+                match definition.client_auth {
+                    ClientAuth::Basic => request = basic_auth(request, provider),
+                    ClientAuth::Post => form.extend(client_credentials_form(provider)),
+                }
+                request.form(&form)
             }
-        }
-        let response = request
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| PlatformError::from_transport(&e))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let retry_after = retry_after_of(&response);
-        if let Some(error) = PlatformError::from_status(status.as_u16(), retry_after) {
-            return Err(error);
-        }
-        let body = read_capped(response).await.unwrap_or_default();
-        Err(classify_error_body(&body))
+        };
+        // RFC 7009 §2.2: 200 means revoked, or already invalid. Meta answers `{"success": true}`.
+        send_for_body(request).await.map(|_| ())
     }
 
     /// An oauth2 HTTP client that also records the response's status and `Retry-After`.
@@ -331,48 +450,39 @@ impl OAuthClient {
     }
 }
 
-/// A token response as platforms that bend RFC 6749 §5.1 send it: no `token_type`, an
-/// `expires_in` that may be a string, scopes that may be comma-separated.
-#[derive(serde::Deserialize)]
-struct LenientTokenResponse {
-    access_token: String,
-    #[serde(default)]
-    refresh_token: Option<String>,
-    #[serde(default)]
-    expires_in: Option<serde_json::Value>,
-    #[serde(default)]
-    scope: Option<String>,
+/// Sends a request and returns the body of a successful answer; anything else is classified.
+async fn send_for_body(request: reqwest::RequestBuilder) -> Result<Vec<u8>, PlatformError> {
+    let response = request.send().await.map_err(|e| PlatformError::from_transport(&e))?;
+    let status = response.status().as_u16();
+    if let Some(error) = PlatformError::from_status(status, retry_after_of(&response)) {
+        return Err(error);
+    }
+    let body = read_capped(response)
+        .await
+        .map_err(|_| PlatformError::unreadable_response())?;
+    if !(200..300).contains(&status) {
+        return Err(token_response::error_in_body(&body).unwrap_or_else(|| PlatformError::from_oauth_error("")));
+    }
+    Ok(body)
 }
 
-impl LenientTokenResponse {
-    fn into_grant(self, provider: &Provider) -> TokenGrant {
-        let seconds = match &self.expires_in {
-            Some(serde_json::Value::Number(n)) => n.as_u64(),
-            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
-            _ => None,
-        };
-        TokenGrant {
-            access_token: AccessToken::new(self.access_token),
-            refresh_token: self.refresh_token.map(RefreshToken::new),
-            expires_in: seconds.map(Duration::from_secs),
-            scope: self
-                .scope
-                .map(|raw| ScopeSet::parse_delimited(&raw, &provider.scope_separators())),
-        }
+/// The client's id (under the provider's name for it) and secret, as form fields.
+fn client_credentials_form(provider: &Provider) -> Vec<(&str, &str)> {
+    let mut form = vec![(
+        provider.definition.client_id_parameter.as_str(),
+        provider.client_id.as_str(),
+    )];
+    if let Some(secret) = &provider.client_secret {
+        form.push(("client_secret", secret.expose_secret()));
     }
+    form
 }
 
-/// An error body: RFC 6749's `{"error": "invalid_grant"}`, or Graph API's
-/// `{"error": {"type": "OAuthException", "code": 190}}` (190: the token is invalid or expired).
-fn classify_error_body(body: &[u8]) -> PlatformError {
-    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    match &value["error"] {
-        serde_json::Value::String(code) => PlatformError::from_oauth_error(code),
-        serde_json::Value::Object(error) if error.get("code").and_then(|c| c.as_i64()) == Some(190) => {
-            PlatformError::from_oauth_error("invalid_grant")
-        }
-        _ => PlatformError::from_oauth_error(""),
-    }
+/// HTTP Basic with id and secret form-encoded first (RFC 6749 §2.3.1).
+fn basic_auth(request: reqwest::RequestBuilder, provider: &Provider) -> reqwest::RequestBuilder {
+    let encode = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let secret = provider.client_secret.as_ref().map(|s| encode(s.expose_secret()));
+    request.basic_auth(encode(&provider.client_id), secret)
 }
 
 /// Runs a platform call, recording its duration and how it ended.

@@ -119,7 +119,7 @@ url = "{base}/meta/access_token"
 http_method = "GET"
 grant_type = "fb_exchange_token"
 token_parameter = "fb_exchange_token"
-client_credentials = true
+client_credentials = "id_and_secret"
 [provider.capabilities]
 "profile.read" = ["profile"]
 "posts.publish" = ["posts.read", "posts.write"]

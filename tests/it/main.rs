@@ -12,6 +12,7 @@ mod crash;
 mod observability;
 mod operations;
 mod ops;
+mod platforms;
 mod refresh;
 mod revoke;
 mod secrets_at_rest;

@@ -2,6 +2,7 @@
 //! authorization server, the worker running in-process on them, and a hub client that publishes
 //! events and awaits the worker's answers.
 
+pub mod emulator;
 pub mod logs;
 pub mod peer;
 
@@ -12,8 +13,8 @@ use std::time::Duration;
 use praisma_worker::bus::consumer::Faults;
 use praisma_worker::bus::hub_client::{HubClient, Received};
 use praisma_worker::bus::{self, topology};
-use praisma_worker::platform::Catalogue;
 use praisma_worker::platform::catalogue::parse_definitions;
+use praisma_worker::platform::{Catalogue, ProviderDefinition};
 use praisma_worker::sandbox::{SandboxClient, SandboxHandle};
 use praisma_worker::settings::{BusSettings, Settings};
 use praisma_worker::startup::{StartupError, Worker};
@@ -47,6 +48,7 @@ pub struct World {
     pub tenant: String,
     pub vault: Vault,
     pub sandbox: Option<SandboxHandle>,
+    providers: Vec<ProviderDefinition>,
     /// The worker's settings as environment variables, for worker processes.
     env: BTreeMap<String, String>,
     processes: Vec<tokio::process::Child>,
@@ -75,6 +77,8 @@ pub struct Options {
     pub vars: Vec<(&'static str, String)>,
     /// Also run the in-project sandbox platform (its standard and Meta-dialect providers).
     pub sandbox: bool,
+    /// More provider definitions (platform emulations); their client credentials go in `vars`.
+    pub providers: Vec<ProviderDefinition>,
 }
 
 impl Default for Options {
@@ -83,6 +87,7 @@ impl Default for Options {
             access_ttl_secs: 3600,
             vars: Vec::new(),
             sandbox: false,
+            providers: Vec::new(),
         }
     }
 }
@@ -152,7 +157,8 @@ impl World {
         settings.bus = BusSettings::namespaced(&format!("test.{id}"));
         let vault = Vault::from_spec(&vault_spec).expect("ephemeral key");
 
-        let catalogue = catalogue_for(&peer, sandbox.as_ref(), &settings);
+        let providers = options.providers;
+        let catalogue = catalogue_for(&peer, sandbox.as_ref(), &providers, &settings);
         let first = spawn_worker(&settings, catalogue).await;
         World {
             hub: HubClient::connect(&settings.amqp_url, &settings.bus.exchange)
@@ -167,6 +173,7 @@ impl World {
             vault,
             db_name,
             sandbox,
+            providers,
             env,
             processes: Vec::new(),
             workers: vec![first.0],
@@ -175,7 +182,7 @@ impl World {
 
     /// Starts one more worker on this world's database and queues; returns its fault switches.
     pub async fn start_worker(&mut self) -> Arc<Faults> {
-        let catalogue = catalogue_for(&self.peer, self.sandbox.as_ref(), &self.settings);
+        let catalogue = catalogue_for(&self.peer, self.sandbox.as_ref(), &self.providers, &self.settings);
         let (running, faults) = spawn_worker(&self.settings, catalogue).await;
         self.workers.push(running);
         faults
@@ -555,8 +562,14 @@ impl World {
     }
 }
 
-fn catalogue_for(peer: &Peer, sandbox: Option<&SandboxHandle>, settings: &Settings) -> Catalogue {
+fn catalogue_for(
+    peer: &Peer,
+    sandbox: Option<&SandboxHandle>,
+    providers: &[ProviderDefinition],
+    settings: &Settings,
+) -> Catalogue {
     let mut definitions = parse_definitions(&peer.catalogue_entry()).expect("test catalogue parses");
+    definitions.extend(providers.iter().cloned());
     if let Some(sandbox) = sandbox {
         definitions.push(sandbox.definition().expect("sandbox definition"));
         definitions.push(sandbox.meta_definition().expect("sandbox Meta definition"));
