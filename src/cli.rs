@@ -1,4 +1,4 @@
-//! Command-line interface: `worker` (the main job), `migrate`, `demo`, `contract`, `keys`.
+//! Command-line interface: `worker` (the main job), `migrate`, `demo`, and the operator commands.
 
 use std::process::ExitCode;
 
@@ -44,6 +44,16 @@ pub enum Command {
     Channels {
         #[command(subcommand)]
         command: ChannelsCommand,
+    },
+    /// The provider catalogue: every platform, or one platform's capabilities and scopes.
+    Providers {
+        /// A provider to show in full.
+        name: Option<String>,
+    },
+    /// Verify a platform's deauthorization callback, as the hub receives it.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
     },
     /// The dead-letter queue.
     Dlq {
@@ -96,6 +106,27 @@ pub enum DlqCommand {
         /// Only the messages carrying these event ids.
         #[arg(long = "event-id")]
         event_id: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Verify a Meta `signed_request` (Facebook, Instagram and Threads deauthorize and
+    /// data-deletion callbacks) read from stdin, under the provider's client secret; print its
+    /// claims as JSON; exit 1 if it does not verify.
+    VerifyMeta {
+        #[arg(long, default_value = "meta")]
+        provider: String,
+    },
+    /// Verify a TikTok webhook body read from stdin against its `TikTok-Signature` header.
+    VerifyTiktok {
+        #[arg(long, default_value = "tiktok")]
+        provider: String,
+        /// The `TikTok-Signature` header's value (`t=...,s=...`).
+        #[arg(long)]
+        signature: String,
+        #[arg(long, default_value_t = 300)]
+        tolerance_secs: i64,
     },
 }
 
@@ -161,6 +192,17 @@ pub async fn run(cli: Cli) -> ExitCode {
             command: ChannelsCommand::Show { tenant, channel },
         } => report(show_channel(&settings, tenant, channel).await),
         Command::Dlq { command } => report(dead_letters(&settings, command).await),
+        Command::Providers { name } => report(crate::ops::providers::print(&settings, name.as_deref())),
+        Command::Webhooks { command } => match crate::ops::providers::verify_webhook(&settings, command) {
+            Ok(claims) => {
+                println!("{claims}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("praisma-worker: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench {
             load,
             channels,

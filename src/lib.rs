@@ -22,18 +22,21 @@
 //! - [`domain`]: values valid by construction (tenant, channel, provider, capability, scopes,
 //!   grant, error codes) and [`domain::secrets`], one type per secret.
 //! - [`platform`]: every byte that crosses to a platform. [`platform::catalogue`] (provider
-//!   definitions, `catalogue.toml` built in, capability grants), [`platform::oauth`]
-//!   (authorization URL, code exchange, refresh, access-token renewal, RFC 7009 revocation; no
-//!   redirects, timeouts), [`platform::api`] (operations: path guard, capped and redacted
-//!   answers), [`platform::errors`] (classification into stable codes).
+//!   definitions with their quirks as data, `catalogue.toml` built in with the eight platforms,
+//!   capability grants), [`platform::oauth`] (authorization URL, code exchange, long-lived
+//!   exchange, refresh, access-token renewal, granted-scope discovery, revocation; no
+//!   redirects, timeouts), [`platform::token_response`] (each non-standard token answer's own
+//!   type; error bodies of every shape), [`platform::api`] (operations: path guard, capped and
+//!   redacted answers), [`platform::errors`] (classification into stable codes),
+//!   [`platform::webhooks`] (Meta `signed_request` and TikTok signature verifiers).
 //! - [`store`]: all SQL, one repository per table, each taking the caller's transaction.
 //! - [`vault`]: AES-256-GCM-SIV key ring; ciphertexts bound to tenant, channel and kind.
 //! - [`access`]: the only door to a plaintext access token: grant checks, then decryption.
 //! - [`audit`]: audit records and their per-channel hash chain.
 //! - [`health`] (`/healthz`, `/readyz`, `/metrics` on one small port) and [`metrics`] (what
-//!   dashboards read).
+//!   dashboards read, to Prometheus and over OTLP).
 //! - [`ops`]: the operator commands (`audit verify`, `keys rotate`, `channels show`,
-//!   `dlq list` / `dlq replay`).
+//!   `dlq list` / `dlq replay`, `providers`, `webhooks verify-*`).
 //! - [`settings`], [`clock`], [`startup`] (wiring, database creation and migrations), [`shutdown`],
 //!   [`telemetry`], [`cli`], [`demo`], [`sandbox`] (the built-in platform for the demo, the
 //!   load generator and the tests' platform quirks), [`bench`] (the load generator).

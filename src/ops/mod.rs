@@ -6,3 +6,4 @@ pub mod channels_show;
 pub mod dlq;
 pub mod keys_rotate;
 pub mod progress;
+pub mod providers;

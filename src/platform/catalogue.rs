@@ -432,6 +432,18 @@ impl Catalogue {
     pub fn configured(&self) -> impl Iterator<Item = &Provider> {
         self.providers.values()
     }
+
+    /// Every definition, by name, and whether this deployment has credentials for it.
+    pub fn definitions(&self) -> Vec<(&ProviderDefinition, bool)> {
+        let mut all: Vec<_> = self
+            .providers
+            .values()
+            .map(|p| (&p.definition, true))
+            .chain(self.unconfigured.values().map(|d| (d, false)))
+            .collect();
+        all.sort_by(|a, b| a.0.name.as_str().cmp(b.0.name.as_str()));
+        all
+    }
 }
 
 fn parse(text: &str) -> Result<BTreeMap<ProviderName, ProviderDefinition>, String> {

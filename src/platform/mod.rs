@@ -6,6 +6,7 @@ pub mod catalogue;
 pub mod errors;
 pub mod oauth;
 pub mod token_response;
+pub mod webhooks;
 
 pub use catalogue::{CapabilityGrant, Catalogue, ClientAuth, Provider, ProviderDefinition, Renewal};
 pub use errors::PlatformError;

@@ -229,3 +229,78 @@ async fn sigterm_finishes_in_flight_work_and_exits_zero() {
         .await;
     let _ = std::fs::remove_file(catalogue);
 }
+
+#[test]
+fn providers_lists_the_eight_platforms_and_shows_one_platforms_capabilities() {
+    let output = Command::new(BINARY)
+        .arg("providers")
+        .env("PRAISMA_PROVIDER_X_CLIENT_ID", "x-client")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let listing = String::from_utf8(output.stdout).unwrap();
+    for name in [
+        "meta",
+        "instagram",
+        "threads",
+        "x",
+        "linkedin",
+        "tiktok",
+        "youtube",
+        "pinterest",
+    ] {
+        assert!(
+            listing.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name}: {listing}"
+        );
+    }
+    let x_line = listing.lines().find(|l| l.starts_with("x ")).unwrap();
+    assert!(x_line.contains(" yes "), "x is configured: {x_line}");
+    let output = Command::new(BINARY).args(["providers", "meta"]).output().unwrap();
+    let shown = String::from_utf8(output.stdout).unwrap();
+    assert!(shown.contains("fb_exchange_token"), "{shown}");
+    assert!(shown.contains("permissions edge"), "{shown}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("posts.publish") && l.contains("pages_manage_posts")),
+        "{shown}"
+    );
+    let unknown = Command::new(BINARY).args(["providers", "myspace"]).output().unwrap();
+    assert!(!unknown.status.success());
+}
+
+#[test]
+fn webhooks_verify_meta_accepts_a_signed_request_and_refuses_a_forged_one() {
+    use base64::Engine;
+    use hmac::Mac;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let payload = engine.encode(r#"{"algorithm":"HMAC-SHA256","issued_at":1764800000,"user_id":"10158"}"#);
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"meta-app-secret").unwrap();
+    mac.update(payload.as_bytes());
+    let signed = format!("{}.{payload}", engine.encode(mac.finalize().into_bytes()));
+    let verify = |secret: &str, body: &str| {
+        let mut child = Command::new(BINARY)
+            .args(["webhooks", "verify-meta"])
+            .env("PRAISMA_PROVIDER_META_CLIENT_ID", "meta-app")
+            .env("PRAISMA_PROVIDER_META_CLIENT_SECRET", secret)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // As the hub receives it: a form post with `signed_request`.
+    let accepted = verify("meta-app-secret", &format!("signed_request={signed}"));
+    assert!(accepted.status.success());
+    let claims: serde_json::Value = serde_json::from_slice(&accepted.stdout).unwrap();
+    assert_eq!(claims["user_id"], "10158");
+    let forged = verify("another-secret", &signed);
+    assert!(!forged.status.success());
+    let message = String::from_utf8(forged.stderr).unwrap();
+    assert!(message.contains("signature does not match"), "{message}");
+    assert!(!message.contains("another-secret"));
+}
