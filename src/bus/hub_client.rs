@@ -209,6 +209,16 @@ impl HubClient {
         self.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
+    /// Deletes a queue the caller declared for itself.
+    pub async fn delete_queue(&self, queue: &str) -> Result<(), lapin::Error> {
+        let options = lapin::options::QueueDeleteOptions::default();
+        self.publisher
+            .channel()
+            .queue_delete(queue.into(), options)
+            .await
+            .map(|_| ())
+    }
+
     /// Takes every message now in `queue` (the dead-letter queue, typically).
     pub async fn drain_queue(&self, queue: &str) -> Result<Vec<Received>, lapin::Error> {
         let channel = self.publisher.channel();

@@ -236,6 +236,7 @@ impl World {
     }
 
     /// Kills the worker processes outright (SIGKILL): no draining, no acks, no flush.
+    #[allow(dead_code, reason = "used by the survival target, which shares this module")]
     pub async fn kill_worker_processes(&mut self) {
         for mut process in self.processes.drain(..) {
             let _ = process.start_kill();
