@@ -136,6 +136,8 @@ impl OAuthClient {
 
     /// Replaces the grant's scopes with what the platform says the user granted, where the
     /// token response does not say it (Meta's permissions edge, LinkedIn's introspection).
+    /// The tokens are already issued by then: a failed discovery keeps them, with the scopes
+    /// the token response gave (the next renewal asks again), rather than lose a grant.
     async fn with_discovered_scopes(
         &self,
         provider: &Provider,
@@ -145,16 +147,22 @@ impl OAuthClient {
         if *discovery == ScopeDiscovery::TokenResponse {
             return Ok(grant);
         }
-        let scope = observed(
+        let discovered = observed(
             provider,
             "scope_discovery",
             self.discover_scopes(provider, discovery, &grant.access_token),
         )
-        .await?;
-        Ok(TokenGrant {
-            scope: Some(scope),
-            ..grant
-        })
+        .await;
+        match discovered {
+            Ok(scope) => Ok(TokenGrant {
+                scope: Some(scope),
+                ..grant
+            }),
+            Err(error) => {
+                tracing::warn!(provider = %provider.name(), code = %error.code, "granted-scope discovery failed; keeping the token response's scopes");
+                Ok(grant)
+            }
+        }
     }
 
     async fn discover_scopes(

@@ -740,13 +740,31 @@ async fn linkedin_comma_scopes_introspection_non_rotating_refresh_and_revocation
     ]);
     assert_eq!(p.stored("li-1", "access").await.as_deref(), Some("AQV-2"));
 
+    // Introspection down after a refresh: the new token is kept with the answer's scopes.
+    p.ok(
+        "POST",
+        "www.linkedin.com/oauth/v2/accessToken",
+        json!({
+            "access_token": "AQV-3", "expires_in": 5_184_000, "refresh_token": "AQX-1", "scope": "openid,profile" }),
+    );
+    p.emulator.reply(
+        "POST",
+        "www.linkedin.com/oauth/v2/introspectToken",
+        503,
+        json!({ "serviceErrorCode": 0, "message": "Service unavailable", "status": 503 }),
+    );
+    let kept = p.expiring("li-1").await;
+    assert_eq!(kept.event_type(), "TokenRefreshed", "{:?}", kept.event);
+    assert_eq!(p.stored("li-1", "access").await.as_deref(), Some("AQV-3"));
+    p.emulator.take_requests();
+
     p.ok("POST", "www.linkedin.com/oauth/v2/revoke", json!({}));
     p.revoke_expecting(
         "li-1",
         "confirmed",
         vec![form(
             seen("POST", "www.linkedin.com/oauth/v2/revoke"),
-            &[credentials[0], credentials[1], ("token", "AQV-2")],
+            &[credentials[0], credentials[1], ("token", "AQV-3")],
         )],
     )
     .await;
