@@ -56,6 +56,12 @@ impl ErrorCode {
     pub fn is_transient(self) -> bool {
         matches!(self, Self::ProviderUnavailable | Self::RateLimited | Self::Timeout)
     }
+
+    /// A failure of this deployment's settings (client credentials, catalogue), which says
+    /// nothing about the user's grant: it must never cost a user their connection.
+    pub fn is_deployment_fault(self) -> bool {
+        matches!(self, Self::InvalidClient | Self::UnknownProvider)
+    }
 }
 
 impl std::fmt::Display for ErrorCode {

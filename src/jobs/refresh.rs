@@ -228,6 +228,19 @@ async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<
                 }
             }
         }
+        Ok(Err(error)) if error.code.is_deployment_fault() => {
+            // This deployment's client credentials or catalogue are wrong, not the user's grant:
+            // the channel stays active with its tokens, and the next request after the operator
+            // fixes the settings refreshes it.
+            tracing::error!(code = %error.code, provider = %provider, "a refresh failed on this deployment's configuration; the channel is left as it was");
+            crate::metrics::refresh_settled("failed");
+            store::jobs::finish(&txn, tenant, subject.job_id, "failed", Some(error.code.as_str()), None).await?;
+            let details = json!({ "job_id": subject.job_id, "error_code": error.code, "attempts": subject.attempts });
+            reports
+                .audit(&txn, action::TOKEN_REFRESH_FAILED, "failure", details)
+                .await?;
+            reports.finish(&failed(subject, error.code, false, None));
+        }
         Ok(Err(error)) => {
             // The grant is dead: halt the channel until the user consents again.
             crate::metrics::refresh_settled("reauth_required");

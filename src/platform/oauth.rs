@@ -597,8 +597,13 @@ fn classify<RE: oauth2::ErrorResponse + 'static>(
             PlatformError::from_oauth_error(&code)
         }
         RequestTokenError::Request(HttpError::Transport(error)) => PlatformError::from_transport(&error),
-        RequestTokenError::Request(_) | RequestTokenError::Parse(..) | RequestTokenError::Other(_) => {
-            PlatformError::unreadable_response()
-        }
+        // An error status whose body is not RFC 6749's (Pinterest's `{"code", "message"}`, an
+        // HTML page): the status decides, and a refusal is not retried as if it were an outage.
+        RequestTokenError::Parse(..) | RequestTokenError::Other(_) => match meta.status {
+            401 => PlatformError::from_oauth_error("invalid_client"),
+            400..=499 => PlatformError::from_oauth_error(""),
+            _ => PlatformError::unreadable_response(),
+        },
+        RequestTokenError::Request(_) => PlatformError::unreadable_response(),
     }
 }

@@ -1056,6 +1056,24 @@ async fn pinterest_basic_auth_comma_scopes_continuous_refresh_and_no_revocation_
         "scope": "boards:read,pins:read" }),
     );
     p.connect("pin-2", &["posts.read"], "pin-code-2").await;
+    // Pinterest's own error shape with 401: this deployment's credentials were refused. The
+    // refresh fails, but the user's connection is not touched.
+    p.emulator.reply(
+        "POST",
+        "api.pinterest.com/v5/oauth/token",
+        401,
+        json!({ "code": 2, "message": "Authentication failed." }),
+    );
+    let refused = p.expiring("pin-2").await;
+    assert_eq!(refused.event_type(), "TokenRefreshFailed", "{:?}", refused.event);
+    assert_eq!(data(&refused)["error_code"], "invalid_client");
+    assert_eq!(data(&refused)["retryable"], false);
+    let status = p
+        .world
+        .query("SELECT status FROM channels WHERE channel_id = 'pin-2'", vec![])
+        .await;
+    assert_eq!(status[0].try_get::<String>("", "status").unwrap(), "active");
+    assert_eq!(p.stored("pin-2", "refresh").await.as_deref(), Some("pinr_b"));
     p.emulator.reply(
         "POST",
         "api.pinterest.com/v5/oauth/token",
