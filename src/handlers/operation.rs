@@ -181,7 +181,7 @@ pub(crate) async fn execute(
         crate::metrics::platform_call(allowed.provider.name().as_str(), "api", &outcome, started);
         drop(token);
         match response {
-            Ok(response) if response.status == 401 && !refreshed => {
+            Ok(response) if response.token_refused && !refreshed => {
                 refreshed = true;
                 refresh_and_wait(ctx, tenant, &allowed.channel).await?;
             }

@@ -8,6 +8,7 @@ use url::Url;
 use super::errors::retry_after_of;
 use super::{PlatformError, Provider};
 use crate::contract::inbound::OperationRequest;
+use crate::domain::ErrorCode;
 use crate::domain::secrets::AccessToken;
 
 pub const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
@@ -19,6 +20,9 @@ pub struct ApiResponse {
     pub body: Value,
     pub truncated: bool,
     pub retry_after: Option<std::time::Duration>,
+    /// The platform refused the token itself: 401, or an error body that says so with another
+    /// status (Graph answers an invalid token with 400 and code 190). Read before redaction.
+    pub token_refused: bool,
 }
 
 /// A request that passed the checks, ready to send.
@@ -144,16 +148,22 @@ pub async fn send(
     } else {
         serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
+    let token_refused = status == 401
+        || ((400..500).contains(&status)
+            && super::token_response::error_in_json(&body).is_some_and(|error| error.code == ErrorCode::InvalidGrant));
     Ok(ApiResponse {
         status,
         body: redact(body),
         truncated,
         retry_after,
+        token_refused,
     })
 }
 
 /// Tokens never leave the worker, not even inside a platform's answer (Meta's page listings
-/// carry page access tokens): any field whose name speaks of a token or a secret is replaced.
+/// carry page access tokens): any field whose name speaks of a token or a secret is replaced,
+/// and so is a string `code` (an authorization code); a numeric `code` is an error code
+/// (Graph's 190) and stays.
 pub fn redact(value: Value) -> Value {
     match value {
         Value::Object(fields) => Value::Object(
@@ -161,7 +171,11 @@ pub fn redact(value: Value) -> Value {
                 .into_iter()
                 .map(|(name, value)| {
                     let lower = name.to_ascii_lowercase();
-                    if lower.contains("token") || lower.contains("secret") || lower == "code" || lower == "password" {
+                    let secret = lower.contains("token")
+                        || lower.contains("secret")
+                        || lower == "password"
+                        || (lower == "code" && !value.is_number());
+                    if secret {
                         (name, Value::String("[redacted]".into()))
                     } else {
                         (name, redact(value))
@@ -209,5 +223,9 @@ mod tests {
         let redacted = redact(answer);
         assert_eq!(redacted["data"][0]["access_token"], "[redacted]");
         assert_eq!(redacted["data"][0]["name"], "Page");
+        let error =
+            redact(serde_json::json!({ "error": { "code": 190, "type": "OAuthException" }, "code": "AQD-code" }));
+        assert_eq!(error["error"]["code"], 190, "an error code is not a secret");
+        assert_eq!(error["code"], "[redacted]", "an authorization code is");
     }
 }

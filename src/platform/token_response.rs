@@ -137,7 +137,11 @@ impl InstagramLoginResponse {
 /// - Graph API `{"error": {"type": "OAuthException", "code": 190, "error_subcode": 463}}`;
 /// - TikTok's API `{"error": {"code": "access_token_invalid", ...}}` (`"ok"` means no error).
 pub fn error_in_body(body: &[u8]) -> Option<PlatformError> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    error_in_json(&serde_json::from_slice(body).ok()?)
+}
+
+/// As [`error_in_body`], for an answer already parsed (an API call's).
+pub fn error_in_json(value: &serde_json::Value) -> Option<PlatformError> {
     match value.get("error")? {
         serde_json::Value::String(code) => Some(PlatformError::from_oauth_error(code)),
         serde_json::Value::Object(error) => match error.get("code") {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use crate::common::emulator::{Emulator, Seen, basic, params};
-use crate::common::{Options, REDIRECT_URI, World};
+use crate::common::{Options, REDIRECT_URI, WAIT, World};
 
 struct Platform {
     world: World,
@@ -338,15 +338,35 @@ async fn meta_pages_long_lived_exchange_permissions_edge_and_permission_deletion
     let (_, established) = p.connect("page-2", &["profile.read"], "meta-code-2").await;
     assert_established(&established, &["pages_show_list"], &[], &["profile.read"]);
     p.emulator.take_requests();
-    p.emulator.reply(
-        "GET",
-        &format!("{graph}/oauth/access_token"),
-        400,
-        json!({ "error": {
+    // The user removed the app: Graph answers API calls with HTTP 400 and code 190, not 401. The
+    // worker reads that as a refused token, renews once, learns the grant is gone, and stops.
+    let removed = json!({ "error": {
         "message": "Error validating access token: The user has not authorized application.",
-        "type": "OAuthException", "code": 190, "error_subcode": 458, "fbtrace_id": "A1b2" } }),
+        "type": "OAuthException", "code": 190, "error_subcode": 458, "fbtrace_id": "A1b2" } });
+    p.emulator.reply("GET", &format!("{graph}/me"), 400, removed.clone());
+    p.emulator
+        .reply("GET", &format!("{graph}/oauth/access_token"), 400, removed);
+    let read = p.world.event(
+        "OperationRequested",
+        json!({ "channel_id": "page-2", "capability": "profile.read", "request": { "method": "GET", "path": "me" } }),
     );
-    assert_reauth(&p.expiring("page-2").await, "invalid_grant");
+    let rejected = p.world.request(&read).await;
+    assert_eq!(rejected.event_type(), "OperationRejected", "{:?}", rejected.event);
+    assert_eq!(data(&rejected)["error_code"], "reauth_required");
+    let reauth = p
+        .world
+        .hub
+        .wait_for(WAIT, |r| r.event_type() == "ConnectionReauthRequired")
+        .await
+        .expect("the channel is reported");
+    assert_eq!(data(&reauth)["error_code"], "invalid_grant");
+    let requests = p.emulator.take_requests();
+    let targets: Vec<_> = requests.iter().map(|r| format!("{} {}", r.method, r.target)).collect();
+    assert_eq!(
+        targets,
+        [format!("GET {graph}/me"), format!("GET {graph}/oauth/access_token")]
+    );
+    assert_eq!(requests[0].authorization.as_deref(), Some("Bearer EAA-long-b"));
     p.world.teardown().await;
 }
 
