@@ -128,10 +128,7 @@ impl<'a> Answer<'a> {
 
     /// Writes everything to the outbox in the caller's transaction.
     pub async fn write(self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
-        for message in &self.messages {
-            store::outbox::insert(db, message).await?;
-        }
-        Ok(())
+        store::outbox::insert(db, &self.messages).await
     }
 
     fn push<T: Serialize>(

@@ -295,22 +295,16 @@ async fn store_grant(
     let access = ctx
         .vault
         .seal(&bind(SecretKind::AccessToken), grant.access_token.expose_secret());
-    store::tokens::store(txn, tenant, row.id, SecretKind::AccessToken, &access, row.token_version).await?;
-    match &grant.refresh_token {
-        Some(refresh) => {
-            let sealed = ctx.vault.seal(&bind(SecretKind::RefreshToken), refresh.expose_secret());
-            store::tokens::store(
-                txn,
-                tenant,
-                row.id,
-                SecretKind::RefreshToken,
-                &sealed,
-                row.token_version,
-            )
-            .await?;
-        }
+    let refresh = grant
+        .refresh_token
+        .as_ref()
+        .map(|refresh| ctx.vault.seal(&bind(SecretKind::RefreshToken), refresh.expose_secret()));
+    let mut sealed = vec![(SecretKind::AccessToken, &access)];
+    sealed.extend(refresh.as_ref().map(|refresh| (SecretKind::RefreshToken, refresh)));
+    store::tokens::store(txn, tenant, row.id, &sealed, row.token_version).await?;
+    if refresh.is_none() {
         // A new grant without a refresh token must not inherit the previous grant's.
-        None => store::tokens::delete(txn, tenant, row.id, SecretKind::RefreshToken).await?,
+        store::tokens::delete(txn, tenant, row.id, SecretKind::RefreshToken).await?;
     }
     // The built-in schedule: refresh ahead of expiry with no external scheduler. A token that
     // never expires, or that cannot be refreshed, gets no job.

@@ -336,29 +336,15 @@ async fn store_refreshed(
     let access = ctx
         .vault
         .seal(&bind(SecretKind::AccessToken), grant.access_token.expose_secret());
-    store::tokens::store(
-        txn,
-        tenant,
-        subject.channel_pk,
-        SecretKind::AccessToken,
-        &access,
-        version,
-    )
-    .await?;
     // A response without `refresh_token` keeps the one we have (RFC 6749 §6).
     let rotated = grant.refresh_token.is_some();
-    if let Some(refresh) = &grant.refresh_token {
-        let sealed = ctx.vault.seal(&bind(SecretKind::RefreshToken), refresh.expose_secret());
-        store::tokens::store(
-            txn,
-            tenant,
-            subject.channel_pk,
-            SecretKind::RefreshToken,
-            &sealed,
-            version,
-        )
-        .await?;
-    }
+    let refresh = grant
+        .refresh_token
+        .as_ref()
+        .map(|refresh| ctx.vault.seal(&bind(SecretKind::RefreshToken), refresh.expose_secret()));
+    let mut sealed = vec![(SecretKind::AccessToken, &access)];
+    sealed.extend(refresh.as_ref().map(|refresh| (SecretKind::RefreshToken, refresh)));
+    store::tokens::store(txn, tenant, subject.channel_pk, &sealed, version).await?;
     store::jobs::finish(txn, tenant, subject.job_id, "done", None, None).await?;
     if let Some(lifetime) = grant.expires_in {
         schedule_next(ctx, txn, subject, now, lifetime).await?;

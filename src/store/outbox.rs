@@ -4,7 +4,7 @@ use sea_orm::prelude::Uuid;
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
 use serde_json::Value as Json;
 
-use super::sql;
+use super::{sql, value_rows};
 use crate::domain::TenantId;
 
 #[derive(Debug, Clone)]
@@ -19,11 +19,14 @@ pub struct NewMessage {
     pub is_audit: bool,
 }
 
-pub async fn insert(db: &impl ConnectionTrait, message: &NewMessage) -> Result<(), DbErr> {
-    db.execute_raw(sql(
-        "INSERT INTO outbox (id, tenant_id, correlation_id, routing_key, body, reply_to, is_audit)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        [
+/// Inserts an answer's messages in one statement.
+pub async fn insert(db: &impl ConnectionTrait, messages: &[NewMessage]) -> Result<(), DbErr> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut values = Vec::with_capacity(messages.len() * 7);
+    for message in messages {
+        values.extend([
             message.id.into(),
             message.tenant.as_str().into(),
             message.correlation_id.clone().into(),
@@ -31,7 +34,14 @@ pub async fn insert(db: &impl ConnectionTrait, message: &NewMessage) -> Result<(
             message.body.clone().into(),
             message.reply_to.clone().into(),
             message.is_audit.into(),
-        ],
+        ]);
+    }
+    db.execute_raw(sql(
+        &format!(
+            "INSERT INTO outbox (id, tenant_id, correlation_id, routing_key, body, reply_to, is_audit) VALUES {}",
+            value_rows(messages.len(), 7)
+        ),
+        values,
     ))
     .await?;
     Ok(())

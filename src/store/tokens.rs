@@ -3,25 +3,24 @@
 use entity::channel_tokens::{self, Entity as ChannelTokens};
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-use super::sql;
+use super::{sql, value_rows};
 use crate::domain::TenantId;
 use crate::vault::{Sealed, SecretKind};
 
+/// Upserts a channel's sealed tokens (access, and refresh when there is one) in one statement.
 pub async fn store(
     db: &impl ConnectionTrait,
     tenant: &TenantId,
     channel_pk: uuid::Uuid,
-    kind: SecretKind,
-    sealed: &Sealed,
+    sealed: &[(SecretKind, &Sealed)],
     token_version: i64,
 ) -> Result<(), DbErr> {
-    db.execute_raw(sql(
-        "INSERT INTO channel_tokens (channel_pk, tenant_id, kind, key_id, nonce, ciphertext, token_version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (channel_pk, kind) DO UPDATE SET
-            key_id = EXCLUDED.key_id, nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext,
-            token_version = EXCLUDED.token_version, updated_at = now()",
-        [
+    if sealed.is_empty() {
+        return Ok(());
+    }
+    let mut values = Vec::with_capacity(sealed.len() * 7);
+    for (kind, sealed) in sealed {
+        values.extend([
             channel_pk.into(),
             tenant.as_str().into(),
             kind.as_str().into(),
@@ -29,7 +28,18 @@ pub async fn store(
             sealed.nonce.clone().into(),
             sealed.ciphertext.clone().into(),
             token_version.into(),
-        ],
+        ]);
+    }
+    db.execute_raw(sql(
+        &format!(
+            "INSERT INTO channel_tokens (channel_pk, tenant_id, kind, key_id, nonce, ciphertext, token_version)
+             VALUES {}
+             ON CONFLICT (channel_pk, kind) DO UPDATE SET
+                key_id = EXCLUDED.key_id, nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext,
+                token_version = EXCLUDED.token_version, updated_at = now()",
+            value_rows(sealed.len(), 7)
+        ),
+        values,
     ))
     .await?;
     Ok(())
