@@ -143,6 +143,27 @@ impl Vault {
         &self.active
     }
 
+    /// Seals each of a channel's tokens under its own binding.
+    pub fn seal_all<'a>(
+        &self,
+        tenant: &TenantId,
+        channel: &ChannelId,
+        plaintexts: impl IntoIterator<Item = (SecretKind, &'a str)>,
+    ) -> Vec<(SecretKind, Sealed)> {
+        plaintexts
+            .into_iter()
+            .map(|(kind, plaintext)| {
+                let binding = Binding {
+                    tenant,
+                    channel,
+                    kind,
+                    context: "",
+                };
+                (kind, self.seal(&binding, plaintext))
+            })
+            .collect()
+    }
+
     pub fn seal(&self, binding: &Binding<'_>, plaintext: &str) -> Sealed {
         let nonce = crate::random::bytes::<12>();
         let cipher = &self.ciphers[&self.active];

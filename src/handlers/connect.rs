@@ -286,23 +286,9 @@ async fn store_grant(
         },
     )
     .await?;
-    let bind = |kind| Binding {
-        tenant,
-        channel,
-        kind,
-        context: "",
-    };
-    let access = ctx
-        .vault
-        .seal(&bind(SecretKind::AccessToken), grant.access_token.expose_secret());
-    let refresh = grant
-        .refresh_token
-        .as_ref()
-        .map(|refresh| ctx.vault.seal(&bind(SecretKind::RefreshToken), refresh.expose_secret()));
-    let mut sealed = vec![(SecretKind::AccessToken, &access)];
-    sealed.extend(refresh.as_ref().map(|refresh| (SecretKind::RefreshToken, refresh)));
+    let sealed = ctx.vault.seal_all(tenant, channel, grant.secrets());
     store::tokens::store(txn, tenant, row.id, &sealed, row.token_version).await?;
-    if refresh.is_none() {
+    if grant.refresh_token.is_none() {
         // A new grant without a refresh token must not inherit the previous grant's.
         store::tokens::delete(txn, tenant, row.id, SecretKind::RefreshToken).await?;
     }

@@ -327,23 +327,9 @@ async fn store_refreshed(
         },
     )
     .await?;
-    let bind = |kind| Binding {
-        tenant,
-        channel: &subject.channel,
-        kind,
-        context: "",
-    };
-    let access = ctx
-        .vault
-        .seal(&bind(SecretKind::AccessToken), grant.access_token.expose_secret());
     // A response without `refresh_token` keeps the one we have (RFC 6749 §6).
     let rotated = grant.refresh_token.is_some();
-    let refresh = grant
-        .refresh_token
-        .as_ref()
-        .map(|refresh| ctx.vault.seal(&bind(SecretKind::RefreshToken), refresh.expose_secret()));
-    let mut sealed = vec![(SecretKind::AccessToken, &access)];
-    sealed.extend(refresh.as_ref().map(|refresh| (SecretKind::RefreshToken, refresh)));
+    let sealed = ctx.vault.seal_all(tenant, &subject.channel, grant.secrets());
     store::tokens::store(txn, tenant, subject.channel_pk, &sealed, version).await?;
     store::jobs::finish(txn, tenant, subject.job_id, "done", None, None).await?;
     if let Some(lifetime) = grant.expires_in {

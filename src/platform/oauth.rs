@@ -37,6 +37,17 @@ pub struct TokenGrant {
     pub scope: Option<ScopeSet>,
 }
 
+impl TokenGrant {
+    /// The tokens to store, by kind: the access token, and the refresh token when one came.
+    pub fn secrets(&self) -> Vec<(crate::vault::SecretKind, &str)> {
+        let mut secrets = vec![(crate::vault::SecretKind::AccessToken, self.access_token.expose_secret())];
+        if let Some(refresh) = &self.refresh_token {
+            secrets.push((crate::vault::SecretKind::RefreshToken, refresh.expose_secret()));
+        }
+        secrets
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct OAuthClient {
     http: reqwest::Client,

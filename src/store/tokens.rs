@@ -12,7 +12,7 @@ pub async fn store(
     db: &impl ConnectionTrait,
     tenant: &TenantId,
     channel_pk: uuid::Uuid,
-    sealed: &[(SecretKind, &Sealed)],
+    sealed: &[(SecretKind, Sealed)],
     token_version: i64,
 ) -> Result<(), DbErr> {
     if sealed.is_empty() {
