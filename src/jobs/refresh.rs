@@ -200,12 +200,19 @@ async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<
             crate::metrics::refresh_settled("refreshed");
             store_refreshed(ctx, &txn, subject, &channel.granted_scopes, grant, &mut reports).await?;
         }
-        Ok(Err(error)) if error.is_transient() => {
+        // A transient failure is retried while there is time. A refusal of this deployment's own
+        // client credentials or catalogue is not the user's grant failing: the refresh fails
+        // and the channel stays active with its tokens, for the next request after the fix.
+        Ok(Err(error)) if error.is_transient() || error.code.is_deployment_fault() => {
             let now = crate::clock::now();
-            let delay = ctx
-                .settings
-                .refresh
-                .retry_delay(subject.attempts, error.retry_after, now, channel.expires_at);
+            let delay = if error.is_transient() {
+                ctx.settings
+                    .refresh
+                    .retry_delay(subject.attempts, error.retry_after, now, channel.expires_at)
+            } else {
+                tracing::error!(code = %error.code, provider = %provider, "a refresh failed on this deployment's configuration; the channel is left as it was");
+                None
+            };
             let details = json!({ "job_id": subject.job_id, "error_code": error.code, "attempts": subject.attempts });
             match delay.and_then(|d| chrono::Duration::from_std(d).ok()) {
                 Some(delay) => {
@@ -227,19 +234,6 @@ async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<
                     reports.finish(&failed(subject, error.code, false, None));
                 }
             }
-        }
-        Ok(Err(error)) if error.code.is_deployment_fault() => {
-            // This deployment's client credentials or catalogue are wrong, not the user's grant:
-            // the channel stays active with its tokens, and the next request after the operator
-            // fixes the settings refreshes it.
-            tracing::error!(code = %error.code, provider = %provider, "a refresh failed on this deployment's configuration; the channel is left as it was");
-            crate::metrics::refresh_settled("failed");
-            store::jobs::finish(&txn, tenant, subject.job_id, "failed", Some(error.code.as_str()), None).await?;
-            let details = json!({ "job_id": subject.job_id, "error_code": error.code, "attempts": subject.attempts });
-            reports
-                .audit(&txn, action::TOKEN_REFRESH_FAILED, "failure", details)
-                .await?;
-            reports.finish(&failed(subject, error.code, false, None));
         }
         Ok(Err(error)) => {
             // The grant is dead: halt the channel until the user consents again.

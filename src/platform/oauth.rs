@@ -182,22 +182,24 @@ impl OAuthClient {
         discovery: &ScopeDiscovery,
         access_token: &AccessToken,
     ) -> Result<ScopeSet, PlatformError> {
-        let request = match discovery {
+        type Parser = fn(&[u8]) -> Result<ScopeSet, PlatformError>;
+        let (request, parse): (_, Parser) = match discovery {
             ScopeDiscovery::TokenResponse => return Ok(ScopeSet::default()),
-            ScopeDiscovery::PermissionsEdge { url } => {
-                self.http.get(url.clone()).bearer_auth(access_token.expose_secret())
-            }
-            ScopeDiscovery::Introspection { url } => {
-                let mut form = client_credentials_form(provider);
-                form.push(("token", access_token.expose_secret()));
-                self.http.post(url.clone()).form(&form)
-            }
+            ScopeDiscovery::PermissionsEdge { url } => (
+                self.http.get(url.clone()).bearer_auth(access_token.expose_secret()),
+                token_response::parse_permissions,
+            ),
+            ScopeDiscovery::Introspection { url } => (
+                self.authenticated_form(
+                    url,
+                    provider,
+                    ClientAuth::Post,
+                    vec![("token", access_token.expose_secret())],
+                ),
+                token_response::parse_introspection,
+            ),
         };
-        let body = send_for_body(request).await?;
-        match discovery {
-            ScopeDiscovery::PermissionsEdge { .. } => token_response::parse_permissions(&body),
-            _ => token_response::parse_introspection(&body),
-        }
+        parse(&send_for_body(request).await?)
     }
 
     /// Revokes a token at the provider's RFC 7009 endpoint.
@@ -383,15 +385,11 @@ impl OAuthClient {
     async fn token_endpoint_form(
         &self,
         provider: &Provider,
-        mut form: Vec<(&str, &str)>,
+        form: Vec<(&str, &str)>,
     ) -> Result<TokenGrant, PlatformError> {
         let definition = &provider.definition;
-        let mut request = self.http.post(definition.token_url.clone());
-        match definition.client_auth {
-            ClientAuth::Basic => request = basic_auth(request, provider),
-            ClientAuth::Post => form.extend(client_credentials_form(provider)),
-        }
-        let body = send_for_body(request.form(&form)).await?;
+        let request = self.authenticated_form(&definition.token_url, provider, definition.client_auth, form);
+        let body = send_for_body(request).await?;
         token_response::parse(definition.token_response, &body, &provider.scope_separators())
     }
 
@@ -417,16 +415,42 @@ impl OAuthClient {
                 if definition.revocation.token_type_hint {
                     form.push(("token_type_hint", hint));
                 }
-                let mut request = self.http.post(url.clone());
-                match definition.client_auth {
-                    ClientAuth::Basic => request = basic_auth(request, provider),
-                    ClientAuth::Post => form.extend(client_credentials_form(provider)),
-                }
-                request.form(&form)
+                self.authenticated_form(url, provider, definition.client_auth, form)
             }
         };
         // RFC 7009 §2.2: 200 means revoked, or already invalid. Meta answers `{"success": true}`.
         send_for_body(request).await.map(|_| ())
+    }
+
+    /// A form POST to one of the provider's endpoints, the client authenticated as `auth` says:
+    /// HTTP Basic, or its id (under the provider's name for it) and secret in the form.
+    fn authenticated_form<'a>(
+        &self,
+        url: &Url,
+        provider: &'a Provider,
+        auth: ClientAuth,
+        mut form: Vec<(&'a str, &'a str)>,
+    ) -> reqwest::RequestBuilder {
+        let request = self.http.post(url.clone());
+        let request = match auth {
+            ClientAuth::Basic => {
+                let encode = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+                let secret = provider.client_secret.as_ref().map(|s| encode(s.expose_secret()));
+                // RFC 6749 §2.3.1: id and secret form-encoded before Basic encoding.
+                request.basic_auth(encode(&provider.client_id), secret)
+            }
+            ClientAuth::Post => {
+                form.push((
+                    provider.definition.client_id_parameter.as_str(),
+                    provider.client_id.as_str(),
+                ));
+                if let Some(secret) = &provider.client_secret {
+                    form.push(("client_secret", secret.expose_secret()));
+                }
+                request
+            }
+        };
+        request.form(&form)
     }
 
     /// An oauth2 HTTP client that also records the response's status and `Retry-After`.
@@ -483,25 +507,6 @@ async fn send_for_body(request: reqwest::RequestBuilder) -> Result<Vec<u8>, Plat
         return Err(token_response::error_in_body(&body).unwrap_or_else(|| PlatformError::from_oauth_error("")));
     }
     Ok(body)
-}
-
-/// The client's id (under the provider's name for it) and secret, as form fields.
-fn client_credentials_form(provider: &Provider) -> Vec<(&str, &str)> {
-    let mut form = vec![(
-        provider.definition.client_id_parameter.as_str(),
-        provider.client_id.as_str(),
-    )];
-    if let Some(secret) = &provider.client_secret {
-        form.push(("client_secret", secret.expose_secret()));
-    }
-    form
-}
-
-/// HTTP Basic with id and secret form-encoded first (RFC 6749 §2.3.1).
-fn basic_auth(request: reqwest::RequestBuilder, provider: &Provider) -> reqwest::RequestBuilder {
-    let encode = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
-    let secret = provider.client_secret.as_ref().map(|s| encode(s.expose_secret()));
-    request.basic_auth(encode(&provider.client_id), secret)
 }
 
 /// Runs a platform call, recording its duration and how it ended.
