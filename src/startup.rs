@@ -10,7 +10,6 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbE
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::bus::consumer::{Consumer, Faults};
 use crate::bus::publisher::Publisher;
@@ -82,6 +81,7 @@ impl Worker {
         let publisher = Publisher::open(&connection).await.map_err(StartupError::Topology)?;
         let oauth = OAuthClient::new(settings.http_connect_timeout, settings.http_timeout)
             .map_err(|e| StartupError::HttpClient(e.to_string()))?;
+        let settings_job_concurrency = settings.job_concurrency;
         let ctx = Context {
             db,
             vault: Arc::new(vault),
@@ -91,6 +91,7 @@ impl Worker {
             outbox_ready: Arc::new(Notify::new()),
             jobs_ready: Arc::new(Notify::new()),
             tokens_changed: Arc::new(Notify::new()),
+            jobs: crate::jobs::Slots::new(settings_job_concurrency),
         };
         crate::metrics::install();
         let connection = Arc::new(connection);
@@ -139,7 +140,7 @@ impl Worker {
     /// period.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         let grace = self.ctx.settings.shutdown_grace;
-        let tracker = TaskTracker::new();
+        let tracker = self.ctx.jobs.tracker().clone();
         let stop_relay = CancellationToken::new();
         let crash = CancellationToken::new();
         let relay = Relay {
@@ -161,7 +162,7 @@ impl Worker {
         let stop_consuming = CancellationToken::new();
         let mut consumer_task = tokio::spawn(consumer.run(stop_consuming.clone(), tracker.clone()));
         let scheduler = Scheduler { ctx: self.ctx.clone() };
-        let scheduler_task = tokio::spawn(scheduler.run(stop_consuming.clone(), tracker.clone()));
+        let scheduler_task = tokio::spawn(scheduler.run(stop_consuming.clone()));
         if let Some(interval) = crate::metrics::otlp_sampling_interval() {
             let db = self.ctx.db.clone();
             tracker.spawn(crate::metrics::sample_until(db, interval, stop_consuming.clone()));

@@ -30,6 +30,7 @@ macro_rules! sql_migration {
 mod m20261204_000001_foundation;
 mod m20261204_000002_jobs;
 mod m20261204_000003_revocation;
+mod m20261204_000004_job_queues;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000001_foundation::Migration),
             Box::new(m20261204_000002_jobs::Migration),
             Box::new(m20261204_000003_revocation::Migration),
+            Box::new(m20261204_000004_job_queues::Migration),
         ]
     }
 }

@@ -40,6 +40,9 @@ pub struct Context {
     pub jobs_ready: Arc<Notify>,
     /// Woken (all waiters) after a refresh stored new tokens or was discarded.
     pub tokens_changed: Arc<Notify>,
+    /// Where jobs run: at most `PRAISMA_JOB_CONCURRENCY` at once, whether the scheduler claimed
+    /// them or a handler started one itself, tracked so shutdown lets them finish.
+    pub jobs: crate::jobs::Slots,
 }
 
 /// One delivery as the bus saw it.

@@ -10,7 +10,8 @@ use crate::audit::{AuditEntry, action};
 use crate::contract::inbound::TokenExpiring;
 use crate::contract::outbound::{TokenRefreshFailed, TokenRefreshed};
 use crate::domain::ErrorCode;
-use crate::store::{self, jobs::Schedule};
+use crate::jobs::refresh::Claimed;
+use crate::store::{self, jobs::RefreshStart, jobs::Schedule};
 use crate::vault::SecretKind;
 
 pub async fn handle(ctx: &Context, inbound: &Inbound<'_>, request: TokenExpiring) -> Result<Disposition, HandlerError> {
@@ -59,28 +60,55 @@ pub async fn handle(ctx: &Context, inbound: &Inbound<'_>, request: TokenExpiring
         });
         return complete(ctx, txn, inbound, answer).await;
     }
-    let renews_with_access_token = provider.is_some_and(|provider| provider.renews_with_access_token());
-    if !renews_with_access_token
-        && store::tokens::load(&txn, tenant, channel.id, SecretKind::RefreshToken)
-            .await?
-            .is_none()
-    {
+    // The token the refresh will renew with, read under the row lock at the same token version.
+    let kind = if provider.is_some_and(|provider| provider.renews_with_access_token()) {
+        SecretKind::AccessToken
+    } else {
+        SecretKind::RefreshToken
+    };
+    let sealed = store::tokens::load(&txn, tenant, channel.id, kind).await?;
+    if sealed.is_none() && kind == SecretKind::RefreshToken {
         refuse(&txn, &mut answer, &request, ErrorCode::ReauthRequired, true).await?;
         return complete(ctx, txn, inbound, answer).await;
     }
 
-    let job_id = store::jobs::schedule_refresh(
-        &txn,
-        tenant,
-        channel.id,
-        channel.channel_id.as_str(),
-        now,
-        Schedule::NoLaterThan,
-    )
-    .await?;
+    // With a free job slot, this event creates the refresh already claimed and runs it as soon
+    // as this transaction commits; otherwise (or if the channel's refresh exists) it joins the
+    // schedule.
+    let slot = sealed.as_ref().and_then(|_| ctx.jobs.try_take());
+    let (job_id, claimed) = match slot {
+        Some(slot) => {
+            let lease = ctx.settings.job_lease;
+            match store::jobs::start_refresh(&txn, tenant, channel.id, channel.channel_id.as_str(), lease).await? {
+                RefreshStart::Claimed(job) => (job.id, Some((job, slot))),
+                RefreshStart::Joined(job_id) => (job_id, None),
+            }
+        }
+        None => {
+            let job_id = store::jobs::schedule_refresh(
+                &txn,
+                tenant,
+                channel.id,
+                channel.channel_id.as_str(),
+                now,
+                Schedule::NoLaterThan,
+            )
+            .await?;
+            (job_id, None)
+        }
+    };
     store::jobs::add_waiter(&txn, tenant, job_id, inbound.as_waiter()).await?;
     complete(ctx, txn, inbound, answer).await?;
-    ctx.jobs_ready.notify_one();
+    match (claimed, sealed) {
+        (Some((job, slot)), Some(sealed)) => {
+            let claimed = Claimed::new(*job, &channel, sealed);
+            let runner = ctx.clone();
+            ctx.jobs.spawn(ctx, slot, async move {
+                crate::jobs::run_claimed_refresh(&runner, claimed).await
+            });
+        }
+        _ => ctx.jobs_ready.notify_one(),
+    }
     Ok(Disposition::Done)
 }
 

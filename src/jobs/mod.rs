@@ -28,33 +28,75 @@ pub struct Scheduler {
     pub ctx: Context,
 }
 
+/// The worker's job slots and the tracker its tasks run in (jobs, and deliveries too, so one
+/// drain at shutdown covers both).
+#[derive(Clone)]
+pub struct Slots {
+    semaphore: Arc<Semaphore>,
+    tracker: TaskTracker,
+}
+
+impl Slots {
+    pub fn new(concurrency: usize) -> Self {
+        Self {
+            semaphore: Arc::new(Semaphore::new(concurrency)),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    fn available(&self) -> usize {
+        self.semaphore.available_permits()
+    }
+
+    /// A slot if one is free right now.
+    pub fn try_take(&self) -> Option<Slot> {
+        self.semaphore.clone().try_acquire_owned().ok().map(Slot)
+    }
+
+    /// Runs `job` in its slot; when it ends the slot frees and the scheduler looks again.
+    pub fn spawn<F>(&self, ctx: &Context, slot: Slot, job: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let ready = ctx.jobs_ready.clone();
+        self.tracker.spawn(async move {
+            job.await;
+            drop(slot);
+            ready.notify_one();
+        });
+    }
+}
+
+/// One of the worker's job slots, held for as long as its job runs.
+pub struct Slot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
 impl Scheduler {
     /// Runs due jobs until `stop`; jobs already running finish in `tracker`.
-    pub async fn run(self, stop: CancellationToken, tracker: TaskTracker) {
+    pub async fn run(self, stop: CancellationToken) {
         let ctx = self.ctx;
-        let slots = Arc::new(Semaphore::new(ctx.settings.job_concurrency));
         let lease = ctx.settings.job_lease;
         loop {
             if stop.is_cancelled() {
                 return;
             }
-            let free = slots.available_permits();
+            let free = ctx.jobs.available();
             let mut wait = ctx.settings.job_poll;
             if free > 0 {
                 match store::jobs::claim_due(&ctx.db, free as u64, lease).await {
                     Ok(jobs) => {
-                        for job in jobs {
-                            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                                break;
-                            };
-                            let ctx = ctx.clone();
-                            tracker.spawn(async move {
-                                run_job(&ctx, job).await;
-                                drop(slot);
-                                ctx.jobs_ready.notify_one();
-                            });
+                        // Every claimed job wakes this loop when it ends, so the (costly, on a
+                        // churning queue) search for the next due time is needed only when
+                        // nothing was due.
+                        if jobs.is_empty() {
+                            wait = wait.min(until_next_due(&ctx).await);
                         }
-                        wait = wait.min(until_next_due(&ctx).await);
+                        for job in jobs {
+                            start(&ctx, job).await;
+                        }
                     }
                     Err(error) => tracing::warn!(%error, "claiming due jobs failed"),
                 }
@@ -66,6 +108,19 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// Runs a claimed job in a free slot. A handler may have taken the slot this loop counted on
+/// (it starts the refresh it asked for itself): the job then goes back to the queue at once.
+async fn start(ctx: &Context, job: entity::jobs::Model) {
+    let Some(slot) = ctx.jobs.try_take() else {
+        if let Err(error) = store::jobs::release(&ctx.db, &job.tenant_id, job.id).await {
+            tracing::warn!(job = %job.id, %error, "giving back a claimed job failed; it runs when its lease lapses");
+        }
+        return;
+    };
+    let runner = ctx.clone();
+    ctx.jobs.spawn(ctx, slot, async move { run_job(&runner, job).await });
 }
 
 async fn until_next_due(ctx: &Context) -> Duration {
@@ -90,6 +145,16 @@ async fn run_job(ctx: &Context, job: entity::jobs::Model) {
             Ok(())
         }
     };
+    settled(id, &kind, result);
+}
+
+/// Runs a refresh that the event asking for it created already claimed.
+pub async fn run_claimed_refresh(ctx: &Context, claimed: refresh::Claimed) {
+    let id = claimed.job_id();
+    settled(id, store::jobs::KIND_REFRESH, refresh::run_claimed(ctx, claimed).await);
+}
+
+fn settled(id: uuid::Uuid, kind: &str, result: Result<(), crate::handlers::HandlerError>) {
     match result {
         Ok(()) => tracing::info!(job = %id, kind, "job settled"),
         // The job keeps its lease and is taken back when it runs out.

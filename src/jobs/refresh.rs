@@ -21,7 +21,7 @@ use crate::domain::{ChannelId, ErrorCode, ProviderName, ScopeSet, TenantId};
 use crate::handlers::{Context, HandlerError};
 use crate::platform::{PlatformError, TokenGrant};
 use crate::store::{self, jobs::Schedule};
-use crate::vault::{Binding, SecretKind};
+use crate::vault::{Binding, Sealed, SecretKind};
 
 /// Whose job this is, read once when it starts.
 struct Subject {
@@ -34,17 +34,55 @@ struct Subject {
 }
 
 pub async fn run(ctx: &Context, job: Job) -> Result<(), HandlerError> {
-    let (Ok(tenant), Ok(channel)) = (
-        TenantId::parse(job.tenant_id.clone()),
-        ChannelId::parse(job.channel_id.clone()),
-    ) else {
-        tracing::error!(job = %job.id, "a refresh job names an invalid tenant or channel; failing it");
-        let tenant = TenantId::unattributed();
-        store::jobs::finish(&ctx.db, &tenant, job.id, "failed", Some("invalid_event"), None).await?;
+    let Some(tenant) = job_tenant(ctx, &job).await? else {
         return Ok(());
     };
     let Some(row) = store::channels::find_by_pk(&ctx.db, &tenant, job.channel_pk).await? else {
         store::jobs::finish(&ctx.db, &tenant, job.id, "failed", Some("not_found"), None).await?;
+        return Ok(());
+    };
+    let claimed = Claimed {
+        job,
+        status: row.status,
+        provider: row.provider,
+        token_version: row.token_version,
+        sealed: None,
+    };
+    run_claimed(ctx, claimed).await
+}
+
+/// A claimed refresh job with the channel as it stood when the job was claimed, and, when the
+/// event that created it already read it under the channel's lock, the sealed token to renew.
+pub struct Claimed {
+    job: Job,
+    status: String,
+    provider: String,
+    token_version: i64,
+    sealed: Option<Sealed>,
+}
+
+impl Claimed {
+    pub fn new(job: Job, channel: &entity::channels::Model, sealed: Sealed) -> Self {
+        Self {
+            job,
+            status: channel.status.clone(),
+            provider: channel.provider.clone(),
+            token_version: channel.token_version,
+            sealed: Some(sealed),
+        }
+    }
+
+    pub fn job_id(&self) -> Uuid {
+        self.job.id
+    }
+}
+
+pub async fn run_claimed(ctx: &Context, claimed: Claimed) -> Result<(), HandlerError> {
+    let Some(tenant) = job_tenant(ctx, &claimed.job).await? else {
+        return Ok(());
+    };
+    let job = claimed.job;
+    let Ok(channel) = ChannelId::parse(job.channel_id.clone()) else {
         return Ok(());
     };
     let subject = Subject {
@@ -53,14 +91,30 @@ pub async fn run(ctx: &Context, job: Job) -> Result<(), HandlerError> {
         channel_pk: job.channel_pk,
         job_id: job.id,
         attempts: u32::try_from(job.attempts).unwrap_or(u32::MAX),
-        token_version: row.token_version,
+        token_version: claimed.token_version,
     };
-    let attempt = if row.status == "active" {
-        call(ctx, &subject, &row.provider).await
+    let attempt = if claimed.status == "active" {
+        call(ctx, &subject, &claimed.provider, claimed.sealed).await
     } else {
         Attempt::Inactive
     };
     conclude(ctx, &subject, attempt).await
+}
+
+/// The job's tenant; a job naming an invalid tenant or channel is failed, not run.
+async fn job_tenant(ctx: &Context, job: &Job) -> Result<Option<TenantId>, HandlerError> {
+    match (
+        TenantId::parse(job.tenant_id.clone()),
+        ChannelId::parse(job.channel_id.clone()),
+    ) {
+        (Ok(tenant), Ok(_)) => Ok(Some(tenant)),
+        _ => {
+            tracing::error!(job = %job.id, "a refresh job names an invalid tenant or channel; failing it");
+            let tenant = TenantId::unattributed();
+            store::jobs::finish(&ctx.db, &tenant, job.id, "failed", Some("invalid_event"), None).await?;
+            Ok(None)
+        }
+    }
 }
 
 enum Attempt {
@@ -69,7 +123,7 @@ enum Attempt {
     Called(Result<TokenGrant, PlatformError>),
 }
 
-async fn call(ctx: &Context, subject: &Subject, provider: &str) -> Attempt {
+async fn call(ctx: &Context, subject: &Subject, provider: &str, sealed: Option<Sealed>) -> Attempt {
     let provider = ProviderName::parse(provider.to_owned())
         .ok()
         .and_then(|name| ctx.catalogue.provider(&name).ok());
@@ -91,7 +145,11 @@ async fn call(ctx: &Context, subject: &Subject, provider: &str) -> Attempt {
         kind,
         context: "",
     };
-    let sealed = match store::tokens::load(&ctx.db, &subject.tenant, subject.channel_pk, kind).await {
+    let sealed = match sealed {
+        Some(sealed) => Ok(Some(sealed)),
+        None => store::tokens::load(&ctx.db, &subject.tenant, subject.channel_pk, kind).await,
+    };
+    let sealed = match sealed {
         Ok(Some(sealed)) => sealed,
         Ok(None) => {
             return Attempt::Called(Err(PlatformError::new(

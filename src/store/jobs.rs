@@ -120,6 +120,53 @@ pub async fn schedule_refresh(
     row.try_get("", "id")
 }
 
+/// What asking for a refresh to run now found.
+pub enum RefreshStart {
+    /// No refresh was pending: this one is created already claimed, for the caller to run.
+    Claimed(Box<jobs::Model>),
+    /// The channel's refresh exists (pending, backing off, or running): joined, not claimed.
+    Joined(Uuid),
+}
+
+/// Schedules the channel's refresh for now like [`Schedule::NoLaterThan`], and when there was
+/// none, creates it claimed by the caller under `lease`: the event that asked for it runs it
+/// at once, without a round through the scheduler.
+pub async fn start_refresh(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    channel_pk: Uuid,
+    channel_id: &str,
+    lease: Duration,
+) -> Result<RefreshStart, DbErr> {
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let row = db
+        .query_one_raw(sql(
+            "INSERT INTO jobs (id, tenant_id, channel_pk, channel_id, kind, status, run_at, attempts, lease_until)
+             VALUES ($1, $2, $3, $4, 'refresh', 'running', now(), 1, now() + $5 * interval '1 millisecond')
+             ON CONFLICT (channel_pk) WHERE kind = 'refresh' AND status IN ('pending', 'running')
+             DO UPDATE SET run_at = CASE WHEN jobs.status = 'pending' AND jobs.attempts = 0
+                                         THEN LEAST(jobs.run_at, EXCLUDED.run_at) ELSE jobs.run_at END,
+                           updated_at = now()
+             RETURNING *, (xmax = 0) AS inserted",
+            [
+                Uuid::now_v7().into(),
+                tenant.as_str().into(),
+                channel_pk.into(),
+                channel_id.into(),
+                lease_ms.into(),
+            ],
+        ))
+        .await?
+        .ok_or(DbErr::RecordNotInserted)?;
+    if row.try_get::<bool>("", "inserted")? {
+        Ok(RefreshStart::Claimed(Box::new(jobs::Model::from_query_result(
+            &row, "",
+        )?)))
+    } else {
+        Ok(RefreshStart::Joined(row.try_get("", "id")?))
+    }
+}
+
 pub struct Waiter<'a> {
     pub event_id: &'a str,
     pub origin: &'a str,
@@ -188,14 +235,18 @@ pub async fn mark_answered(db: &impl ConnectionTrait, tenant: &TenantId, job_id:
 /// every tenant: this is the scheduler's query, like the outbox relay's.
 pub async fn claim_due(db: &impl ConnectionTrait, limit: u64, lease: Duration) -> Result<Vec<jobs::Model>, DbErr> {
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    // Two index range scans that stop at the limit: due jobs first, then lapsed leases.
     let rows = db
         .query_all_raw(sql(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1,
+            "WITH due AS (
+                SELECT id FROM jobs WHERE status = 'pending' AND run_at <= now()
+                ORDER BY run_at LIMIT $1 FOR UPDATE SKIP LOCKED),
+             lapsed AS (
+                SELECT id FROM jobs WHERE status = 'running' AND lease_until < now()
+                ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED)
+             UPDATE jobs SET status = 'running', attempts = attempts + 1,
                     lease_until = now() + $2 * interval '1 millisecond', updated_at = now()
-             WHERE id IN (
-                SELECT id FROM jobs
-                WHERE (status = 'pending' AND run_at <= now()) OR (status = 'running' AND lease_until < now())
-                ORDER BY run_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+             WHERE id IN (SELECT id FROM due UNION ALL SELECT id FROM lapsed LIMIT $1)
              RETURNING *",
             [i64::try_from(limit).unwrap_or(i64::MAX).into(), lease_ms.into()],
         ))
@@ -203,12 +254,23 @@ pub async fn claim_due(db: &impl ConnectionTrait, limit: u64, lease: Duration) -
     rows.iter().map(|row| jobs::Model::from_query_result(row, "")).collect()
 }
 
+/// Gives back a job this runner claimed but cannot run now, as if never claimed.
+pub async fn release(db: &impl ConnectionTrait, tenant: &str, job_id: Uuid) -> Result<(), DbErr> {
+    db.execute_raw(sql(
+        "UPDATE jobs SET status = 'pending', attempts = attempts - 1, lease_until = NULL, updated_at = now()
+         WHERE tenant_id = $1 AND id = $2 AND status = 'running'",
+        [tenant.into(), job_id.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// When the next job falls due, for the scheduler's timer.
 pub async fn next_due(db: &impl ConnectionTrait) -> Result<Option<DateTime<Utc>>, DbErr> {
     let row = db
         .query_one_raw(sql(
-            "SELECT min(CASE WHEN status = 'pending' THEN run_at ELSE lease_until END) AS due
-             FROM jobs WHERE status IN ('pending', 'running')",
+            "SELECT LEAST((SELECT min(run_at) FROM jobs WHERE status = 'pending'),
+                          (SELECT min(lease_until) FROM jobs WHERE status = 'running')) AS due",
             [],
         ))
         .await?;
