@@ -50,6 +50,7 @@ pub mod clock;
 pub mod contract;
 pub mod demo;
 pub mod domain;
+pub mod group_commit;
 pub mod handlers;
 pub mod health;
 pub mod jobs;

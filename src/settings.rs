@@ -165,7 +165,7 @@ impl Settings {
                 debounce: Duration::from_secs(number("PRAISMA_REFRESH_DEBOUNCE_SECONDS", 60)?),
             },
             job_poll: Duration::from_millis(number("PRAISMA_JOB_POLL_MS", 1_000)?.max(10)),
-            job_concurrency: usize::try_from(number("PRAISMA_JOB_CONCURRENCY", 16)?.max(1)).unwrap_or(16),
+            job_concurrency: usize::try_from(number("PRAISMA_JOB_CONCURRENCY", 64)?.max(1)).unwrap_or(64),
             job_lease: Duration::from_secs(number("PRAISMA_JOB_LEASE_SECONDS", 0)?),
             http_addr: get("PRAISMA_HTTP_ADDR")
                 .unwrap_or_else(|| "0.0.0.0:9464".to_owned())

@@ -92,6 +92,8 @@ impl Worker {
             jobs_ready: Arc::new(Notify::new()),
             tokens_changed: Arc::new(Notify::new()),
             jobs: crate::jobs::Slots::new(settings_job_concurrency),
+            refreshes: Arc::default(),
+            expiring: Arc::default(),
         };
         crate::metrics::install();
         let connection = Arc::new(connection);

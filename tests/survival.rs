@@ -228,20 +228,21 @@ async fn restart_postgresql() {
     .await;
 }
 
-/// Waits until the worker says it is ready again.
-async fn ready_again(world: &World) -> bool {
+/// Waits until the worker says it is ready again; otherwise, what `/readyz` said last.
+async fn ready_again(world: &World) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let url = format!("{}/readyz", world.http_base());
+    let mut last = String::new();
     while tokio::time::Instant::now() < deadline {
-        if let Ok(response) = reqwest::get(&url).await
-            && response.status().is_success()
-        {
-            return true;
+        match reqwest::get(&url).await {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) => last = response.text().await.unwrap_or_default(),
+            Err(error) => last = error.to_string(),
         }
         // Readiness is polled with a deadline, as an orchestrator would.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    false
+    Err(last)
 }
 
 /// Streams events, restarts a service in the middle, streams more, and checks that every event
@@ -279,7 +280,11 @@ async fn survives(restart: impl AsyncFnOnce()) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     restart().await;
-    assert!(ready_again(&world).await, "the worker is ready again by itself");
+    let started = tokio::time::Instant::now();
+    if let Err(last) = ready_again(&world).await {
+        panic!("the worker is not ready again by itself: /readyz says {last}");
+    }
+    eprintln!("ready again {} ms after the restart", started.elapsed().as_millis());
     let hub = HubClient::connect(&world.settings.amqp_url, &world.settings.bus.exchange)
         .await
         .unwrap();

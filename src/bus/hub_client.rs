@@ -121,6 +121,12 @@ impl HubClient {
     /// Publishes an event on its type's routing key; `reply` asks for the final outcome on
     /// this client's reply queue too.
     pub async fn publish(&self, event: &Value, reply: bool) -> Result<(), PublishError> {
+        self.send(event, reply).await?.confirmed().await
+    }
+
+    /// Publishes without waiting for the broker's confirm: the caller awaits it later, so many
+    /// publishes can be in flight (the load generator).
+    pub async fn send(&self, event: &Value, reply: bool) -> Result<super::publisher::Pending, PublishError> {
         let event_type = event["type"].as_str().unwrap_or_default();
         let routing_key = INBOUND
             .iter()
@@ -128,7 +134,15 @@ impl HubClient {
             .map(|(_, key)| *key)
             .unwrap_or("integration.unknown");
         let body = serde_json::to_vec(event).unwrap_or_default();
-        self.publish_raw(routing_key, &body, reply, None).await
+        let mut properties = BasicProperties::default()
+            .with_content_type(CONTENT_TYPE.into())
+            .with_delivery_mode(2);
+        if reply {
+            properties = properties.with_reply_to(self.reply_queue.as_str().into());
+        }
+        self.publisher
+            .send(&self.exchange, routing_key, &body, properties)
+            .await
     }
 
     pub async fn publish_raw(

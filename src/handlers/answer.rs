@@ -81,6 +81,12 @@ impl<'a> Answer<'a> {
     /// Appends to the audit chain and publishes the record as `AuditRecorded`.
     pub async fn audit(&mut self, db: &impl ConnectionTrait, entry: AuditEntry) -> Result<(), DbErr> {
         let appended = store::audit::append(db, self.tenant, self.correlation_id, &entry).await?;
+        self.audited(entry, &appended);
+        Ok(())
+    }
+
+    /// Publishes a record already appended to its chain as `AuditRecorded`.
+    pub fn audited(&mut self, entry: AuditEntry, appended: &store::audit::Appended) {
         let record = AuditRecorded {
             channel_id: entry.channel,
             action: entry.action.to_owned(),
@@ -92,7 +98,6 @@ impl<'a> Answer<'a> {
         };
         let routing_key = format!("{}{}", AuditRecorded::ROUTING_KEY_PREFIX, entry.action);
         self.push(AuditRecorded::TYPE, routing_key, &record, None, true);
-        Ok(())
     }
 
     /// Audits a failed authorization under `action` and answers `ConnectionFailed`.
@@ -129,6 +134,11 @@ impl<'a> Answer<'a> {
     /// Writes everything to the outbox in the caller's transaction.
     pub async fn write(self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
         store::outbox::insert(db, &self.messages).await
+    }
+
+    /// The messages, for a caller that writes several answers in one statement.
+    pub fn into_messages(self) -> Vec<NewMessage> {
+        self.messages
     }
 
     fn push<T: Serialize>(

@@ -9,7 +9,7 @@ mod consent_url;
 pub(crate) mod operation;
 mod rejected;
 mod revoke;
-mod token_expiring;
+pub mod token_expiring;
 
 use std::sync::Arc;
 
@@ -43,6 +43,10 @@ pub struct Context {
     /// Where jobs run: at most `PRAISMA_JOB_CONCURRENCY` at once, whether the scheduler claimed
     /// them or a handler started one itself, tracked so shutdown lets them finish.
     pub jobs: crate::jobs::Slots,
+    /// Stores successful refreshes in batches (group commit).
+    pub refreshes: Arc<crate::jobs::refresh_batch::RefreshBatcher>,
+    /// Writes `TokenExpiring` events in batches (group commit).
+    pub expiring: Arc<token_expiring::Batches>,
 }
 
 /// One delivery as the bus saw it.

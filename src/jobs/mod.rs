@@ -11,6 +11,7 @@ pub mod operation;
 pub mod platform_revocation;
 pub mod policy;
 pub mod refresh;
+pub mod refresh_batch;
 mod reports;
 
 use std::sync::Arc;

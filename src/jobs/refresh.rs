@@ -7,37 +7,53 @@
 //! cancelled. Anything else is fenced out: a late result never overwrites newer tokens or
 //! revives a revoked channel.
 
+use backon::{ExponentialBuilder, Retryable};
 use chrono::Utc;
 use entity::jobs::Model as Job;
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::refresh_batch::{Landed, Landing, RefreshBatcher};
 use super::reports::Reports;
 use crate::audit::action;
 use crate::contract::outbound::{ConnectionReauthRequired, TokenRefreshFailed, TokenRefreshed};
 use crate::domain::secrets::{AccessToken, RefreshToken};
-use crate::domain::{ChannelId, ErrorCode, ProviderName, ScopeSet, TenantId};
+use crate::domain::{ChannelId, ErrorCode, ProviderName, TenantId};
 use crate::handlers::{Context, HandlerError};
 use crate::platform::{PlatformError, TokenGrant};
 use crate::store::{self, jobs::Schedule};
 use crate::vault::{Binding, Sealed, SecretKind};
 
 /// Whose job this is, read once when it starts.
-struct Subject {
-    tenant: TenantId,
-    channel: ChannelId,
-    channel_pk: Uuid,
-    job_id: Uuid,
-    attempts: u32,
-    token_version: i64,
+#[derive(Clone)]
+pub(super) struct Subject {
+    pub(super) tenant: TenantId,
+    pub(super) channel: ChannelId,
+    pub(super) channel_pk: Uuid,
+    pub(super) job_id: Uuid,
+    pub(super) attempts: u32,
+    pub(super) token_version: i64,
+    /// Until when this runner owns the job.
+    pub(super) lease_until: Option<chrono::DateTime<Utc>>,
 }
 
 pub async fn run(ctx: &Context, job: Job) -> Result<(), HandlerError> {
     let Some(tenant) = job_tenant(ctx, &job).await? else {
         return Ok(());
     };
-    let Some(row) = store::channels::find_by_pk(&ctx.db, &tenant, job.channel_pk).await? else {
+    // Nothing has been called yet, so a database outage here is waited out rather than left
+    // to the lease (a minute).
+    let read = || store::channels::find_by_pk(&ctx.db, &tenant, job.channel_pk);
+    let row = read
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(std::time::Duration::from_millis(100))
+                .with_max_delay(std::time::Duration::from_secs(5))
+                .with_max_times(8),
+        )
+        .await?;
+    let Some(row) = row else {
         store::jobs::finish(&ctx.db, &tenant, job.id, "failed", Some("not_found"), None).await?;
         return Ok(());
     };
@@ -92,13 +108,14 @@ pub async fn run_claimed(ctx: &Context, claimed: Claimed) -> Result<(), HandlerE
         job_id: job.id,
         attempts: u32::try_from(job.attempts).unwrap_or(u32::MAX),
         token_version: claimed.token_version,
+        lease_until: job.lease_until,
     };
     let attempt = if claimed.status == "active" {
         call(ctx, &subject, &claimed.provider, claimed.sealed).await
     } else {
         Attempt::Inactive
     };
-    conclude(ctx, &subject, attempt).await
+    conclude(ctx, subject, attempt).await
 }
 
 /// The job's tenant; a job naming an invalid tenant or channel is failed, not run.
@@ -190,7 +207,57 @@ async fn call(ctx: &Context, subject: &Subject, provider: &str, sealed: Option<S
     Attempt::Called(result)
 }
 
-async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<(), HandlerError> {
+/// Stores a successful result (in a batch with others), or records why nothing was stored.
+async fn conclude(ctx: &Context, subject: Subject, attempt: Attempt) -> Result<(), HandlerError> {
+    let attempt = match attempt {
+        Attempt::Called(Ok(grant)) => {
+            let landing = Landing::seal(ctx, subject.clone(), grant);
+            let landed = match ctx.refreshes.land(ctx, landing).await {
+                Landed::Failed(landing, _) => land_alone_retrying(ctx, *landing).await,
+                landed => landed,
+            };
+            match landed {
+                Landed::Stored => return Ok(()),
+                Landed::Fenced(landing) => Attempt::Called(Ok(landing.grant)),
+                Landed::Failed(_, error) => return Err(error),
+                Landed::Lost => {
+                    tracing::error!(job = %subject.job_id, "a refresh result was lost with its batch; the job runs again when its lease lapses");
+                    return Ok(());
+                }
+            }
+        }
+        attempt => attempt,
+    };
+    conclude_unstored(ctx, &subject, attempt).await
+}
+
+/// Stores a result whose batch failed on its own, retrying while the database is away: the
+/// platform has already rotated the tokens, so giving up would cost the user the grant. It
+/// stops while the job's lease still holds, so no other runner can take the job back and
+/// replay the old refresh token meanwhile.
+async fn land_alone_retrying(ctx: &Context, mut landing: Landing) -> Landed {
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        let lease_left = landing
+            .subject
+            .lease_until
+            .map_or(chrono::Duration::zero(), |until| until - crate::clock::now());
+        let retry_fits = chrono::Duration::from_std(delay * 2).is_ok_and(|needed| lease_left > needed);
+        match RefreshBatcher::land_alone(ctx, landing).await {
+            Landed::Failed(back, error) if retry_fits => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "storing a refresh failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                landing = *back;
+            }
+            landed => return landed,
+        }
+    }
+}
+
+/// Everything but a stored refresh: a result fenced out, a failure, or a job that found its
+/// channel inactive.
+async fn conclude_unstored(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<(), HandlerError> {
     let txn = ctx.db.begin().await?;
     let tenant = &subject.tenant;
     let channel = store::channels::find_by_pk_for_update(&txn, tenant, subject.channel_pk).await?;
@@ -213,9 +280,10 @@ async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<
     };
     // A job that found the channel inactive made no call; if the channel is active again now,
     // a new grant replaced the old one meanwhile.
+    // A grant here was fenced out of its batch: it is late whatever this transaction sees.
     let (result, late_grant) = match attempt {
-        Attempt::Called(result) if fenced.is_none() => (Ok(result), None),
         Attempt::Called(Ok(grant)) => (Err(fenced.unwrap_or("superseded")), Some(grant)),
+        Attempt::Called(Err(error)) if fenced.is_none() => (Ok(error), None),
         _ => (Err(fenced.unwrap_or("superseded")), None),
     };
     // Tokens a late refresh brought back for a channel revoked meanwhile are live at the
@@ -254,14 +322,10 @@ async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<
                 }
             }
         }
-        Ok(Ok(grant)) => {
-            crate::metrics::refresh_settled("refreshed");
-            store_refreshed(ctx, &txn, subject, &channel.granted_scopes, grant, &mut reports).await?;
-        }
         // A transient failure is retried while there is time. A refusal of this deployment's own
         // client credentials or catalogue is not the user's grant failing: the refresh fails
         // and the channel stays active with its tokens, for the next request after the fix.
-        Ok(Err(error)) if error.is_transient() || error.code.is_deployment_fault() => {
+        Ok(error) if error.is_transient() || error.code.is_deployment_fault() => {
             let now = crate::clock::now();
             let delay = if error.is_transient() {
                 ctx.settings
@@ -293,7 +357,7 @@ async fn conclude(ctx: &Context, subject: &Subject, attempt: Attempt) -> Result<
                 }
             }
         }
-        Ok(Err(error)) => {
+        Ok(error) => {
             // The grant is dead: halt the channel until the user consents again.
             crate::metrics::refresh_settled("reauth_required");
             store::channels::set_status(&txn, tenant, subject.channel_pk, "reauth_required").await?;
@@ -346,62 +410,6 @@ async fn revoke_orphaned(ctx: &Context, provider: &str, grant: TokenGrant) {
     if let Err(error) = revoked {
         tracing::warn!(code = %error.code, "revoking the tokens of a discarded refresh failed");
     }
-}
-
-async fn store_refreshed(
-    ctx: &Context,
-    txn: &DatabaseTransaction,
-    subject: &Subject,
-    granted_before: &serde_json::Value,
-    grant: TokenGrant,
-    reports: &mut Reports<'_>,
-) -> Result<(), HandlerError> {
-    let tenant = &subject.tenant;
-    let now = crate::clock::now();
-    let expires_at = grant
-        .expires_in
-        .and_then(|l| chrono::Duration::from_std(l).ok())
-        .map(|l| now + l);
-    // A `scope` in the response is the grant as it now stands; narrower is reported.
-    let granted_before = ScopeSet::from_json(granted_before);
-    let narrowed = grant
-        .scope
-        .as_ref()
-        .map(|scope| granted_before.difference(scope))
-        .filter(|lost| !lost.is_empty());
-    let version = store::channels::record_refresh(
-        txn,
-        tenant,
-        subject.channel_pk,
-        store::channels::Refreshed {
-            granted_scopes: grant.scope.as_ref(),
-            expires_at,
-        },
-    )
-    .await?;
-    // A response without `refresh_token` keeps the one we have (RFC 6749 §6).
-    let rotated = grant.refresh_token.is_some();
-    let sealed = ctx.vault.seal_all(tenant, &subject.channel, grant.secrets());
-    store::tokens::store(txn, tenant, subject.channel_pk, &sealed, version).await?;
-    store::jobs::finish(txn, tenant, subject.job_id, "done", None, None).await?;
-    if let Some(lifetime) = grant.expires_in {
-        schedule_next(ctx, txn, subject, now, lifetime).await?;
-    }
-    let details = json!({
-        "job_id": subject.job_id,
-        "attempts": subject.attempts,
-        "refresh_token_rotated": rotated,
-        "expires_at": expires_at,
-        "scopes_lost": narrowed,
-    });
-    reports.audit(txn, action::TOKEN_REFRESHED, "success", details).await?;
-    reports.finish(&TokenRefreshed {
-        channel_id: subject.channel.clone(),
-        expires_at,
-        refresh_token_rotated: rotated,
-        attempts: subject.attempts,
-    });
-    Ok(())
 }
 
 /// After a discarded result, makes sure the current grant still has its next refresh.

@@ -52,14 +52,19 @@ impl<'a> Reports<'a> {
         outcome: &'static str,
         details: serde_json::Value,
     ) -> Result<(), HandlerError> {
-        let entry = AuditEntry {
+        let entry = self.entry(action, outcome, details);
+        Ok(self.audit.audit(txn, entry).await?)
+    }
+
+    /// The job's audit record of `action`, caused by the worker itself.
+    pub fn entry(&self, action: &'static str, outcome: &'static str, details: serde_json::Value) -> AuditEntry {
+        AuditEntry {
             channel: Some(self.channel.clone()),
             action,
             outcome,
             origin: "worker".into(),
             details,
-        };
-        Ok(self.audit.audit(txn, entry).await?)
+        }
     }
 
     pub fn progress<T: crate::contract::outbound::OutboundEvent>(&mut self, data: &T) {
@@ -71,14 +76,25 @@ impl<'a> Reports<'a> {
         self.answers.iter_mut().for_each(|a| a.finish(data));
     }
 
+    /// Publishes an audit record appended elsewhere (a batch appends many in one go).
+    pub fn audited(&mut self, entry: AuditEntry, appended: &store::audit::Appended) {
+        self.audit.audited(entry, appended);
+    }
+
+    /// Writes every answer in one statement and, after a final one, closes the waiters.
     pub async fn write(self, txn: &DatabaseTransaction) -> Result<(), HandlerError> {
-        self.audit.write(txn).await?;
-        for answer in self.answers {
-            answer.write(txn).await?;
-        }
-        if self.has_final {
-            store::jobs::mark_answered(txn, self.tenant, self.job_id).await?;
+        let (tenant, job_id, has_final) = (self.tenant, self.job_id, self.has_final);
+        store::outbox::insert(txn, &self.into_messages()).await?;
+        if has_final {
+            store::jobs::mark_answered(txn, tenant, job_id).await?;
         }
         Ok(())
+    }
+
+    /// The messages of the audit record and every answer.
+    pub fn into_messages(self) -> Vec<store::outbox::NewMessage> {
+        let mut messages = self.audit.into_messages();
+        messages.extend(self.answers.into_iter().flat_map(Answer::into_messages));
+        messages
     }
 }

@@ -3,9 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use entity::channels::{self, Entity as Channels};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::prelude::Uuid;
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter, QuerySelect};
 
-use super::sql;
+use super::{sql, tenant_pairs, value_rows};
 use crate::domain::{ChannelId, ProviderName, ScopeSet, TenantId};
 
 pub async fn find(
@@ -106,34 +107,84 @@ pub async fn find_by_pk(
         .await
 }
 
+/// Locks the channels, always in id order: two batches locking overlapping sets wait for each
+/// other instead of deadlocking.
+pub async fn lock_many(db: &impl ConnectionTrait, keys: &[(&TenantId, Uuid)]) -> Result<Vec<channels::Model>, DbErr> {
+    let pairs = tenant_pairs(keys.iter().map(|(tenant, pk)| (*tenant, (*pk).into())));
+    lock_where(db, "id", pairs).await
+}
+
+/// Locks the channels named by their channel ids, in id order.
+pub async fn lock_named(
+    db: &impl ConnectionTrait,
+    names: &[(&TenantId, &ChannelId)],
+) -> Result<Vec<channels::Model>, DbErr> {
+    let pairs = tenant_pairs(names.iter().map(|(tenant, channel)| (*tenant, channel.as_str().into())));
+    lock_where(db, "channel_id", pairs).await
+}
+
+async fn lock_where(
+    db: &impl ConnectionTrait,
+    key_column: &str,
+    (pairs, values): (String, Vec<sea_orm::Value>),
+) -> Result<Vec<channels::Model>, DbErr> {
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = db
+        .query_all_raw(sql(
+            &format!(
+                "SELECT * FROM channels WHERE (tenant_id, {key_column}) IN (VALUES {pairs}) ORDER BY id FOR UPDATE"
+            ),
+            values,
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| channels::Model::from_query_result(row, ""))
+        .collect()
+}
+
 pub struct Refreshed<'a> {
+    pub tenant: &'a TenantId,
+    pub channel_pk: Uuid,
     pub granted_scopes: Option<&'a ScopeSet>,
     pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Records rotated tokens: a new token version, the new expiry, and narrower scopes if the
-/// platform reported them.
-pub async fn record_refresh(
+/// platform reported them. Returns each channel's new token version.
+pub async fn record_refreshes(
     db: &impl ConnectionTrait,
-    tenant: &TenantId,
-    channel_pk: uuid::Uuid,
-    refreshed: Refreshed<'_>,
-) -> Result<i64, DbErr> {
-    let row = db
-        .query_one_raw(sql(
-            "UPDATE channels SET token_version = token_version + 1, expires_at = $3,
-                    granted_scopes = COALESCE($4, granted_scopes), tokens_updated_at = now(), updated_at = now()
-             WHERE tenant_id = $1 AND id = $2 RETURNING token_version",
-            [
-                tenant.as_str().into(),
-                channel_pk.into(),
-                refreshed.expires_at.into(),
-                refreshed.granted_scopes.map(ScopeSet::to_json).into(),
-            ],
+    refreshed: &[Refreshed<'_>],
+) -> Result<Vec<(Uuid, i64)>, DbErr> {
+    if refreshed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let values = refreshed.iter().flat_map(|r| {
+        [
+            r.tenant.as_str().into(),
+            r.channel_pk.into(),
+            r.expires_at.into(),
+            r.granted_scopes.map(ScopeSet::to_json).into(),
+        ]
+    });
+    let rows = db
+        .query_all_raw(sql(
+            &format!(
+                "UPDATE channels AS c SET token_version = c.token_version + 1, expires_at = v.expires_at,
+                        granted_scopes = COALESCE(v.granted_scopes, c.granted_scopes),
+                        tokens_updated_at = now(), updated_at = now()
+                 FROM (VALUES {}) AS v (tenant_id, id, expires_at, granted_scopes)
+                 WHERE c.tenant_id = v.tenant_id AND c.id = v.id
+                 RETURNING c.id, c.token_version",
+                value_rows(refreshed.len(), 4)
+            ),
+            values,
         ))
-        .await?
-        .ok_or_else(|| DbErr::RecordNotFound("channel".into()))?;
-    row.try_get("", "token_version")
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("", "id")?, row.try_get("", "token_version")?)))
+        .collect()
 }
 
 pub async fn set_status(

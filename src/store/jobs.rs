@@ -7,7 +7,7 @@ use entity::jobs;
 use sea_orm::prelude::Uuid;
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
 
-use super::sql;
+use super::{sql, tenant_pairs, value_rows};
 use crate::domain::TenantId;
 
 pub const KIND_REFRESH: &str = "refresh";
@@ -88,6 +88,33 @@ pub async fn schedule_refresh(
     run_at: DateTime<Utc>,
     schedule: Schedule,
 ) -> Result<Uuid, DbErr> {
+    let refresh = NextRefresh {
+        tenant,
+        channel_pk,
+        channel_id,
+        run_at,
+    };
+    let ids = schedule_refreshes(db, &[refresh], schedule).await?;
+    ids.into_iter().next().ok_or(DbErr::RecordNotInserted)
+}
+
+/// A channel's refresh to schedule.
+pub struct NextRefresh<'a> {
+    pub tenant: &'a TenantId,
+    pub channel_pk: Uuid,
+    pub channel_id: &'a str,
+    pub run_at: DateTime<Utc>,
+}
+
+/// Schedules the refreshes of several distinct channels in one statement; returns their jobs' ids.
+pub async fn schedule_refreshes(
+    db: &impl ConnectionTrait,
+    refreshes: &[NextRefresh<'_>],
+    schedule: Schedule,
+) -> Result<Vec<Uuid>, DbErr> {
+    if refreshes.is_empty() {
+        return Ok(Vec::new());
+    }
     let update = match schedule {
         Schedule::NoLaterThan => {
             "run_at = CASE WHEN jobs.status = 'pending' AND jobs.attempts = 0
@@ -98,73 +125,88 @@ pub async fn schedule_refresh(
              attempts = CASE WHEN jobs.status = 'pending' THEN 0 ELSE jobs.attempts END"
         }
     };
-    let row = db
-        .query_one_raw(sql(
+    let values = refreshes.iter().flat_map(|r| {
+        [
+            Uuid::now_v7().into(),
+            r.tenant.as_str().into(),
+            r.channel_pk.into(),
+            r.channel_id.into(),
+            r.run_at.into(),
+        ]
+    });
+    let rows = db
+        .query_all_raw(sql(
             &format!(
-                "INSERT INTO jobs (id, tenant_id, channel_pk, channel_id, kind, status, run_at)
-                 VALUES ($1, $2, $3, $4, 'refresh', 'pending', $5)
+                "INSERT INTO jobs (id, tenant_id, channel_pk, channel_id, run_at, kind, status)
+                 SELECT *, 'refresh', 'pending' FROM (VALUES {}) AS v
                  ON CONFLICT (channel_pk) WHERE kind = 'refresh' AND status IN ('pending', 'running')
                  DO UPDATE SET {update}, updated_at = now()
-                 RETURNING id"
+                 RETURNING id",
+                value_rows(refreshes.len(), 5)
             ),
-            [
-                Uuid::now_v7().into(),
-                tenant.as_str().into(),
-                channel_pk.into(),
-                channel_id.into(),
-                run_at.into(),
-            ],
+            values,
         ))
-        .await?
-        .ok_or(DbErr::RecordNotInserted)?;
-    row.try_get("", "id")
+        .await?;
+    rows.iter().map(|row| row.try_get("", "id")).collect()
 }
 
-/// What asking for a refresh to run now found.
+/// Starts the refreshes of several distinct channels, due now, like [`Schedule::NoLaterThan`];
+/// a channel with no refresh pending gets one created already claimed by the caller under
+/// `lease`, for the caller to run at once without a round through the scheduler. Returns, per
+/// channel, the claimed job or the id of the one it joined.
+pub async fn start_refreshes(
+    db: &impl ConnectionTrait,
+    refreshes: &[(&TenantId, Uuid, &str)],
+    lease: Duration,
+) -> Result<std::collections::HashMap<Uuid, RefreshStart>, DbErr> {
+    let mut started = std::collections::HashMap::with_capacity(refreshes.len());
+    if refreshes.is_empty() {
+        return Ok(started);
+    }
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let values = refreshes.iter().flat_map(|(tenant, channel_pk, channel_id)| {
+        [
+            Uuid::now_v7().into(),
+            tenant.as_str().into(),
+            (*channel_pk).into(),
+            (*channel_id).into(),
+            lease_ms.into(),
+        ]
+    });
+    let rows_sql = value_rows(refreshes.len(), 5);
+    let rows = db
+        .query_all_raw(sql(
+            &format!(
+                "INSERT INTO jobs (id, tenant_id, channel_pk, channel_id, kind, status, run_at, attempts, lease_until)
+                 SELECT v.id, v.t, v.pk, v.c, 'refresh', 'running', now(), 1, now() + v.lease_ms * interval '1 millisecond'
+                 FROM (VALUES {rows_sql}) AS v (id, t, pk, c, lease_ms)
+                 ON CONFLICT (channel_pk) WHERE kind = 'refresh' AND status IN ('pending', 'running')
+                 DO UPDATE SET run_at = CASE WHEN jobs.status = 'pending' AND jobs.attempts = 0
+                                             THEN LEAST(jobs.run_at, EXCLUDED.run_at) ELSE jobs.run_at END,
+                               updated_at = now()
+                 RETURNING *, (xmax = 0) AS inserted"
+            ),
+            values,
+        ))
+        .await?;
+    for row in &rows {
+        let job = jobs::Model::from_query_result(row, "")?;
+        let start = if row.try_get::<bool>("", "inserted")? {
+            (job.channel_pk, RefreshStart::Claimed(Box::new(job)))
+        } else {
+            (job.channel_pk, RefreshStart::Joined(job.id))
+        };
+        started.insert(start.0, start.1);
+    }
+    Ok(started)
+}
+
+/// What starting a refresh found.
 pub enum RefreshStart {
-    /// No refresh was pending: this one is created already claimed, for the caller to run.
+    /// No refresh was pending: this one was created claimed, for the caller to run.
     Claimed(Box<jobs::Model>),
     /// The channel's refresh exists (pending, backing off, or running): joined, not claimed.
     Joined(Uuid),
-}
-
-/// Schedules the channel's refresh for now like [`Schedule::NoLaterThan`], and when there was
-/// none, creates it claimed by the caller under `lease`: the event that asked for it runs it
-/// at once, without a round through the scheduler.
-pub async fn start_refresh(
-    db: &impl ConnectionTrait,
-    tenant: &TenantId,
-    channel_pk: Uuid,
-    channel_id: &str,
-    lease: Duration,
-) -> Result<RefreshStart, DbErr> {
-    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-    let row = db
-        .query_one_raw(sql(
-            "INSERT INTO jobs (id, tenant_id, channel_pk, channel_id, kind, status, run_at, attempts, lease_until)
-             VALUES ($1, $2, $3, $4, 'refresh', 'running', now(), 1, now() + $5 * interval '1 millisecond')
-             ON CONFLICT (channel_pk) WHERE kind = 'refresh' AND status IN ('pending', 'running')
-             DO UPDATE SET run_at = CASE WHEN jobs.status = 'pending' AND jobs.attempts = 0
-                                         THEN LEAST(jobs.run_at, EXCLUDED.run_at) ELSE jobs.run_at END,
-                           updated_at = now()
-             RETURNING *, (xmax = 0) AS inserted",
-            [
-                Uuid::now_v7().into(),
-                tenant.as_str().into(),
-                channel_pk.into(),
-                channel_id.into(),
-                lease_ms.into(),
-            ],
-        ))
-        .await?
-        .ok_or(DbErr::RecordNotInserted)?;
-    if row.try_get::<bool>("", "inserted")? {
-        Ok(RefreshStart::Claimed(Box::new(jobs::Model::from_query_result(
-            &row, "",
-        )?)))
-    } else {
-        Ok(RefreshStart::Joined(row.try_get("", "id")?))
-    }
 }
 
 pub struct Waiter<'a> {
@@ -180,17 +222,31 @@ pub async fn add_waiter(
     job_id: Uuid,
     waiter: Waiter<'_>,
 ) -> Result<(), DbErr> {
-    db.execute_raw(sql(
-        "INSERT INTO job_waiters (job_id, tenant_id, event_id, origin, reply_to, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    add_waiters(db, &[(tenant, job_id, waiter)]).await
+}
+
+/// Registers events as waiting on jobs, in one statement.
+pub async fn add_waiters(db: &impl ConnectionTrait, waiters: &[(&TenantId, Uuid, Waiter<'_>)]) -> Result<(), DbErr> {
+    if waiters.is_empty() {
+        return Ok(());
+    }
+    let values = waiters.iter().flat_map(|(tenant, job_id, waiter)| {
         [
-            job_id.into(),
+            (*job_id).into(),
             tenant.as_str().into(),
             waiter.event_id.into(),
             waiter.origin.into(),
             waiter.reply_to.map(str::to_owned).into(),
-            waiter.traceparent.into(),
-        ],
+            waiter.traceparent.clone().into(),
+        ]
+    });
+    db.execute_raw(sql(
+        &format!(
+            "INSERT INTO job_waiters (job_id, tenant_id, event_id, origin, reply_to, traceparent)
+             VALUES {} ON CONFLICT DO NOTHING",
+            value_rows(waiters.len(), 6)
+        ),
+        values,
     ))
     .await?;
     Ok(())
@@ -293,6 +349,88 @@ pub async fn lock_running(
         ))
         .await?;
     row.map(|r| jobs::Model::from_query_result(&r, "")).transpose()
+}
+
+/// Of these jobs, the ones still running, locked in id order.
+pub async fn lock_running_many(db: &impl ConnectionTrait, keys: &[(&TenantId, Uuid)]) -> Result<Vec<Uuid>, DbErr> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (pairs, values) = tenant_pairs(keys.iter().map(|(tenant, id)| (*tenant, (*id).into())));
+    let rows = db
+        .query_all_raw(sql(
+            &format!(
+                "SELECT id FROM jobs WHERE (tenant_id, id) IN (VALUES {pairs}) AND status = 'running'
+                 ORDER BY id FOR UPDATE"
+            ),
+            values,
+        ))
+        .await?;
+    rows.iter().map(|row| row.try_get("", "id")).collect()
+}
+
+/// Marks these jobs done.
+pub async fn finish_done(db: &impl ConnectionTrait, keys: &[(&TenantId, Uuid)]) -> Result<(), DbErr> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let (pairs, values) = tenant_pairs(keys.iter().map(|(tenant, id)| (*tenant, (*id).into())));
+    db.execute_raw(sql(
+        &format!(
+            "UPDATE jobs SET status = 'done', lease_until = NULL, finished_at = now(), updated_at = now()
+             WHERE (tenant_id, id) IN (VALUES {pairs})"
+        ),
+        values,
+    ))
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, FromQueryResult)]
+struct AnsweredWaiter {
+    job_id: Uuid,
+    event_id: String,
+    origin: String,
+    reply_to: Option<String>,
+    traceparent: String,
+    created_at: DateTime<Utc>,
+}
+
+/// Marks the events waiting on these jobs answered and returns them, per job, in the order
+/// they arrived: the caller writes their final answers in the same transaction.
+pub async fn answer_waiters(
+    db: &impl ConnectionTrait,
+    keys: &[(&TenantId, Uuid)],
+) -> Result<std::collections::HashMap<Uuid, Vec<WaitingEvent>>, DbErr> {
+    let mut waiting: std::collections::HashMap<Uuid, Vec<WaitingEvent>> = std::collections::HashMap::new();
+    if keys.is_empty() {
+        return Ok(waiting);
+    }
+    let (pairs, values) = tenant_pairs(keys.iter().map(|(tenant, id)| (*tenant, (*id).into())));
+    let rows = db
+        .query_all_raw(sql(
+            &format!(
+                "UPDATE job_waiters SET answered_at = now()
+                 WHERE (tenant_id, job_id) IN (VALUES {pairs}) AND answered_at IS NULL
+                 RETURNING job_id, event_id, origin, reply_to, traceparent, created_at"
+            ),
+            values,
+        ))
+        .await?;
+    let mut answered = rows
+        .iter()
+        .map(|row| AnsweredWaiter::from_query_result(row, ""))
+        .collect::<Result<Vec<_>, _>>()?;
+    answered.sort_by_key(|waiter| waiter.created_at);
+    for waiter in answered {
+        waiting.entry(waiter.job_id).or_default().push(WaitingEvent {
+            event_id: waiter.event_id,
+            origin: waiter.origin,
+            reply_to: waiter.reply_to,
+            traceparent: waiter.traceparent,
+        });
+    }
+    Ok(waiting)
 }
 
 pub async fn finish(

@@ -29,6 +29,16 @@ pub(crate) fn value_rows(rows: usize, columns: usize) -> String {
         .join(", ")
 }
 
+/// `(tenant, key)` pairs as a `VALUES` list and its values, for `(tenant_id, …) IN (VALUES …)`:
+/// batch queries stay scoped by tenant like every other.
+pub(crate) fn tenant_pairs<'a>(
+    pairs: impl ExactSizeIterator<Item = (&'a crate::domain::TenantId, Value)>,
+) -> (String, Vec<Value>) {
+    let rows = value_rows(pairs.len(), 2);
+    let values = pairs.flat_map(|(tenant, key)| [tenant.as_str().into(), key]).collect();
+    (rows, values)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

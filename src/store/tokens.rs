@@ -3,11 +3,19 @@
 use entity::channel_tokens::{self, Entity as ChannelTokens};
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-use super::{sql, value_rows};
+use super::{sql, tenant_pairs, value_rows};
 use crate::domain::TenantId;
 use crate::vault::{Sealed, SecretKind};
 
-/// Upserts a channel's sealed tokens (access, and refresh when there is one) in one statement.
+/// A channel's sealed tokens (access, and refresh when there is one) at a token version.
+pub struct SealedTokens<'a> {
+    pub tenant: &'a TenantId,
+    pub channel_pk: uuid::Uuid,
+    pub sealed: &'a [(SecretKind, Sealed)],
+    pub token_version: i64,
+}
+
+/// Upserts a channel's sealed tokens in one statement.
 pub async fn store(
     db: &impl ConnectionTrait,
     tenant: &TenantId,
@@ -15,20 +23,34 @@ pub async fn store(
     sealed: &[(SecretKind, Sealed)],
     token_version: i64,
 ) -> Result<(), DbErr> {
-    if sealed.is_empty() {
+    let tokens = SealedTokens {
+        tenant,
+        channel_pk,
+        sealed,
+        token_version,
+    };
+    store_many(db, &[tokens]).await
+}
+
+/// Upserts the sealed tokens of several channels in one statement.
+pub async fn store_many(db: &impl ConnectionTrait, channels: &[SealedTokens<'_>]) -> Result<(), DbErr> {
+    let rows: usize = channels.iter().map(|c| c.sealed.len()).sum();
+    if rows == 0 {
         return Ok(());
     }
-    let mut values = Vec::with_capacity(sealed.len() * 7);
-    for (kind, sealed) in sealed {
-        values.extend([
-            channel_pk.into(),
-            tenant.as_str().into(),
-            kind.as_str().into(),
-            sealed.key_id.clone().into(),
-            sealed.nonce.clone().into(),
-            sealed.ciphertext.clone().into(),
-            token_version.into(),
-        ]);
+    let mut values = Vec::with_capacity(rows * 7);
+    for channel in channels {
+        for (kind, sealed) in channel.sealed {
+            values.extend([
+                channel.channel_pk.into(),
+                channel.tenant.as_str().into(),
+                kind.as_str().into(),
+                sealed.key_id.clone().into(),
+                sealed.nonce.clone().into(),
+                sealed.ciphertext.clone().into(),
+                channel.token_version.into(),
+            ]);
+        }
     }
     db.execute_raw(sql(
         &format!(
@@ -37,7 +59,7 @@ pub async fn store(
              ON CONFLICT (channel_pk, kind) DO UPDATE SET
                 key_id = EXCLUDED.key_id, nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext,
                 token_version = EXCLUDED.token_version, updated_at = now()",
-            value_rows(sealed.len(), 7)
+            value_rows(rows, 7)
         ),
         values,
     ))
@@ -76,6 +98,38 @@ pub async fn load(
         nonce: r.nonce,
         ciphertext: r.ciphertext,
     }))
+}
+
+/// Every sealed token of these channels, by channel row id and kind.
+pub async fn load_many(
+    db: &impl ConnectionTrait,
+    channels: &[(&TenantId, uuid::Uuid)],
+) -> Result<std::collections::HashMap<(uuid::Uuid, String), Sealed>, DbErr> {
+    let mut sealed = std::collections::HashMap::new();
+    if channels.is_empty() {
+        return Ok(sealed);
+    }
+    let (pairs, values) = tenant_pairs(channels.iter().map(|(tenant, pk)| (*tenant, (*pk).into())));
+    let rows = db
+        .query_all_raw(sql(
+            &format!(
+                "SELECT channel_pk, kind, key_id, nonce, ciphertext FROM channel_tokens
+                 WHERE (tenant_id, channel_pk) IN (VALUES {pairs})"
+            ),
+            values,
+        ))
+        .await?;
+    for row in &rows {
+        sealed.insert(
+            (row.try_get("", "channel_pk")?, row.try_get("", "kind")?),
+            Sealed {
+                key_id: row.try_get("", "key_id")?,
+                nonce: row.try_get("", "nonce")?,
+                ciphertext: row.try_get("", "ciphertext")?,
+            },
+        );
+    }
+    Ok(sealed)
 }
 
 /// Destroys every token of the channel; the channel row and its history stay.

@@ -81,6 +81,78 @@ async fn a_storm_of_token_expiring_on_two_worker_processes_makes_one_refresh_cal
 }
 
 #[tokio::test]
+async fn a_burst_of_mixed_token_expiring_gives_each_event_its_own_answer_once() {
+    let world = World::spawn().await;
+    world.connect_channel("page-1", &["profile.read"], &[]).await;
+    world.connect_channel("page-2", &["profile.read"], &[]).await;
+    world.age_tokens("page-1").await;
+    world.peer.inject(json!([{ "delay_ms": 200 }])).await;
+    // Published back to back, so the worker writes them in shared batches: a refresh to join
+    // three times, a channel that is fresh, one that does not exist, and a redelivered copy.
+    let burst: Vec<Value> = vec![
+        expiring(&world, "page-1"),
+        expiring(&world, "page-2"),
+        expiring(&world, "page-1"),
+        expiring(&world, "no-such-page"),
+        expiring(&world, "page-1"),
+    ];
+    for event in burst.iter().chain([&burst[0]]) {
+        world.hub.publish(event, false).await.unwrap();
+    }
+    let ids: BTreeSet<String> = burst.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    assert!(
+        world
+            .hub
+            .wait_until(WAIT, |all| finals_for(all, &ids).len() >= ids.len())
+            .await,
+        "every event is answered"
+    );
+    let received = world.hub.received();
+    let finals = finals_for(&received, &ids);
+    let answer_to = |event: &Value| {
+        let mine: Vec<&&Received> = finals
+            .iter()
+            .filter(|r| r.event["correlationid"] == event["id"])
+            .collect();
+        let outcome_ids: BTreeSet<&str> = mine.iter().filter_map(|r| r.event["id"].as_str()).collect();
+        assert_eq!(
+            outcome_ids.len(),
+            1,
+            "one outcome (perhaps delivered again) for {}",
+            event["id"]
+        );
+        mine[0].event.clone()
+    };
+    for event in [&burst[0], &burst[2], &burst[4]] {
+        let answer = answer_to(event);
+        assert_eq!(answer["type"], "TokenRefreshed");
+        assert_eq!(
+            answer["data"]["refresh_token_rotated"], true,
+            "they share the one refresh"
+        );
+    }
+    let fresh = answer_to(&burst[1]);
+    assert_eq!(fresh["type"], "TokenRefreshed");
+    assert_eq!(
+        fresh["data"]["attempts"], 0,
+        "a fresh token is described without a call"
+    );
+    let unknown = answer_to(&burst[3]);
+    assert_eq!(unknown["type"], "TokenRefreshFailed");
+    assert_eq!(unknown["data"]["error_code"], "not_found");
+    assert_eq!(world.peer.refreshes().await, 1, "one refresh call for page-1");
+    assert_eq!(world.peer.replays().await, 0);
+    let rejected = world
+        .count(
+            "SELECT count(*) FROM audit_log WHERE action = 'token.refresh_failed' AND outcome = 'rejected' AND channel_id = ''",
+            vec![],
+        )
+        .await;
+    assert_eq!(rejected, 1, "the unknown channel's refusal is audited once");
+    world.teardown().await;
+}
+
+#[tokio::test]
 async fn a_token_refreshed_moments_ago_is_described_without_a_call() {
     let world = World::spawn().await;
     world.connect_channel("page-1", &["profile.read"], &[]).await;
