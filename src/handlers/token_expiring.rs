@@ -302,9 +302,10 @@ async fn write(ctx: &Context, events: &[Expiring]) -> Result<Vec<Result<Disposit
             (Some((row, sealed)), Some(slot)) => {
                 let claimed = Claimed::new(*job, row, sealed);
                 let runner = ctx.clone();
-                ctx.jobs.spawn(ctx, slot, async move {
-                    crate::jobs::run_claimed_refresh(&runner, claimed).await
-                });
+                ctx.jobs.spawn(
+                    slot,
+                    async move { crate::jobs::run_claimed_refresh(&runner, claimed).await },
+                );
             }
             // Unreachable (a job is claimed only with its slot and token): its lease lapses
             // and the scheduler runs it.

@@ -35,6 +35,8 @@ pub struct Scheduler {
 pub struct Slots {
     semaphore: Arc<Semaphore>,
     tracker: TaskTracker,
+    /// Woken when a job ends and its slot is free again.
+    freed: Arc<tokio::sync::Notify>,
 }
 
 impl Slots {
@@ -42,6 +44,7 @@ impl Slots {
         Self {
             semaphore: Arc::new(Semaphore::new(concurrency)),
             tracker: TaskTracker::new(),
+            freed: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -58,16 +61,16 @@ impl Slots {
         self.semaphore.clone().try_acquire_owned().ok().map(Slot)
     }
 
-    /// Runs `job` in its slot; when it ends the slot frees and the scheduler looks again.
-    pub fn spawn<F>(&self, ctx: &Context, slot: Slot, job: F)
+    /// Runs `job` in its slot; when it ends the slot frees, which the scheduler hears of.
+    pub fn spawn<F>(&self, slot: Slot, job: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        let ready = ctx.jobs_ready.clone();
+        let freed = self.freed.clone();
         self.tracker.spawn(async move {
             job.await;
             drop(slot);
-            ready.notify_one();
+            freed.notify_one();
         });
     }
 }
@@ -86,12 +89,14 @@ impl Scheduler {
             }
             let free = ctx.jobs.available();
             let mut wait = ctx.settings.job_poll;
+            // Whether due jobs may be waiting for a slot: only then is a freed slot a reason to
+            // look again (most jobs are started by the events that ask for them, and a claim
+            // that finds nothing costs a search for the next due time).
+            let mut backlog = free == 0;
             if free > 0 {
                 match store::jobs::claim_due(&ctx.db, free as u64, lease).await {
                     Ok(jobs) => {
-                        // Every claimed job wakes this loop when it ends, so the (costly, on a
-                        // churning queue) search for the next due time is needed only when
-                        // nothing was due.
+                        backlog = jobs.len() == free;
                         if jobs.is_empty() {
                             wait = wait.min(until_next_due(&ctx).await);
                         }
@@ -102,10 +107,14 @@ impl Scheduler {
                     Err(error) => tracing::warn!(%error, "claiming due jobs failed"),
                 }
             }
-            tokio::select! {
-                _ = ctx.jobs_ready.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.cancelled() => return,
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    _ = ctx.jobs_ready.notified() => break,
+                    _ = ctx.jobs.freed.notified() => if backlog { break },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = stop.cancelled() => return,
+                }
             }
         }
     }
@@ -121,7 +130,7 @@ async fn start(ctx: &Context, job: entity::jobs::Model) {
         return;
     };
     let runner = ctx.clone();
-    ctx.jobs.spawn(ctx, slot, async move { run_job(&runner, job).await });
+    ctx.jobs.spawn(slot, async move { run_job(&runner, job).await });
 }
 
 async fn until_next_due(ctx: &Context) -> Duration {

@@ -248,8 +248,9 @@ async fn write(ctx: &Context, landings: &[Landing]) -> Result<Vec<bool>, Handler
     for _ in &accepted {
         crate::metrics::refresh_settled("refreshed");
     }
+    // The next refreshes just scheduled are a token lifetime away: the scheduler's poll finds
+    // them in time, and waking it for each batch would cost a search for the next due time.
     ctx.outbox_ready.notify_one();
-    ctx.jobs_ready.notify_one();
     ctx.tokens_changed.notify_waiters();
     Ok(stored)
 }

@@ -6,7 +6,7 @@ use entity::channels::{self, Entity as Channels};
 use sea_orm::prelude::Uuid;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter, QuerySelect};
 
-use super::{sql, tenant_pairs, value_rows};
+use super::{scoped_ids, sql, tenants_and_ids, value_rows};
 use crate::domain::{ChannelId, ProviderName, ScopeSet, TenantId};
 
 pub async fn find(
@@ -110,31 +110,42 @@ pub async fn find_by_pk(
 /// Locks the channels, always in id order: two batches locking overlapping sets wait for each
 /// other instead of deadlocking.
 pub async fn lock_many(db: &impl ConnectionTrait, keys: &[(&TenantId, Uuid)]) -> Result<Vec<channels::Model>, DbErr> {
-    let pairs = tenant_pairs(keys.iter().map(|(tenant, pk)| (*tenant, (*pk).into())));
-    lock_where(db, "id", pairs).await
-}
-
-/// Locks the channels named by their channel ids, in id order.
-pub async fn lock_named(
-    db: &impl ConnectionTrait,
-    names: &[(&TenantId, &ChannelId)],
-) -> Result<Vec<channels::Model>, DbErr> {
-    let pairs = tenant_pairs(names.iter().map(|(tenant, channel)| (*tenant, channel.as_str().into())));
-    lock_where(db, "channel_id", pairs).await
-}
-
-async fn lock_where(
-    db: &impl ConnectionTrait,
-    key_column: &str,
-    (pairs, values): (String, Vec<sea_orm::Value>),
-) -> Result<Vec<channels::Model>, DbErr> {
-    if values.is_empty() {
+    if keys.is_empty() {
         return Ok(Vec::new());
     }
     let rows = db
         .query_all_raw(sql(
             &format!(
-                "SELECT * FROM channels WHERE (tenant_id, {key_column}) IN (VALUES {pairs}) ORDER BY id FOR UPDATE"
+                "SELECT * FROM channels WHERE {} ORDER BY id FOR UPDATE",
+                scoped_ids("id", 1, 2)
+            ),
+            tenants_and_ids(keys),
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| channels::Model::from_query_result(row, ""))
+        .collect()
+}
+
+/// Locks the channels named by their channel ids, in id order. Each name is looked up on its
+/// own through the lateral join, whatever the table's statistics say.
+pub async fn lock_named(
+    db: &impl ConnectionTrait,
+    names: &[(&TenantId, &ChannelId)],
+) -> Result<Vec<channels::Model>, DbErr> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let values = names
+        .iter()
+        .flat_map(|(tenant, channel)| [tenant.as_str().into(), channel.as_str().into()]);
+    let rows = db
+        .query_all_raw(sql(
+            &format!(
+                "SELECT c.* FROM (VALUES {}) AS v (t, k)
+                 CROSS JOIN LATERAL (SELECT * FROM channels WHERE tenant_id = v.t AND channel_id = v.k) AS c
+                 ORDER BY c.id FOR UPDATE OF c",
+                value_rows(names.len(), 2)
             ),
             values,
         ))
@@ -160,24 +171,30 @@ pub async fn record_refreshes(
     if refreshed.is_empty() {
         return Ok(Vec::new());
     }
-    let values = refreshed.iter().flat_map(|r| {
-        [
-            r.tenant.as_str().into(),
-            r.channel_pk.into(),
-            r.expires_at.into(),
-            r.granted_scopes.map(ScopeSet::to_json).into(),
-        ]
-    });
+    let mut values: Vec<sea_orm::Value> = refreshed
+        .iter()
+        .flat_map(|r| {
+            [
+                r.channel_pk.into(),
+                r.expires_at.into(),
+                r.granted_scopes.map(ScopeSet::to_json).into(),
+            ]
+        })
+        .collect();
+    let keys: Vec<(&TenantId, Uuid)> = refreshed.iter().map(|r| (r.tenant, r.channel_pk)).collect();
+    values.extend(tenants_and_ids(&keys));
+    let (tenants, ids) = (values.len() - 1, values.len());
     let rows = db
         .query_all_raw(sql(
             &format!(
                 "UPDATE channels AS c SET token_version = c.token_version + 1, expires_at = v.expires_at,
                         granted_scopes = COALESCE(v.granted_scopes, c.granted_scopes),
                         tokens_updated_at = now(), updated_at = now()
-                 FROM (VALUES {}) AS v (tenant_id, id, expires_at, granted_scopes)
-                 WHERE c.tenant_id = v.tenant_id AND c.id = v.id
+                 FROM (VALUES {}) AS v (id, expires_at, granted_scopes)
+                 WHERE {} AND c.id = v.id
                  RETURNING c.id, c.token_version",
-                value_rows(refreshed.len(), 4)
+                value_rows(refreshed.len(), 3),
+                scoped_ids("c.id", tenants, ids)
             ),
             values,
         ))

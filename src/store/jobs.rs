@@ -7,7 +7,7 @@ use entity::jobs;
 use sea_orm::prelude::Uuid;
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
 
-use super::{sql, tenant_pairs, value_rows};
+use super::{scoped_ids, sql, tenants_and_ids, value_rows};
 use crate::domain::TenantId;
 
 pub const KIND_REFRESH: &str = "refresh";
@@ -356,14 +356,13 @@ pub async fn lock_running_many(db: &impl ConnectionTrait, keys: &[(&TenantId, Uu
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let (pairs, values) = tenant_pairs(keys.iter().map(|(tenant, id)| (*tenant, (*id).into())));
     let rows = db
         .query_all_raw(sql(
             &format!(
-                "SELECT id FROM jobs WHERE (tenant_id, id) IN (VALUES {pairs}) AND status = 'running'
-                 ORDER BY id FOR UPDATE"
+                "SELECT id FROM jobs WHERE {} AND status = 'running' ORDER BY id FOR UPDATE",
+                scoped_ids("id", 1, 2)
             ),
-            values,
+            tenants_and_ids(keys),
         ))
         .await?;
     rows.iter().map(|row| row.try_get("", "id")).collect()
@@ -374,13 +373,13 @@ pub async fn finish_done(db: &impl ConnectionTrait, keys: &[(&TenantId, Uuid)]) 
     if keys.is_empty() {
         return Ok(());
     }
-    let (pairs, values) = tenant_pairs(keys.iter().map(|(tenant, id)| (*tenant, (*id).into())));
     db.execute_raw(sql(
         &format!(
             "UPDATE jobs SET status = 'done', lease_until = NULL, finished_at = now(), updated_at = now()
-             WHERE (tenant_id, id) IN (VALUES {pairs})"
+             WHERE {}",
+            scoped_ids("id", 1, 2)
         ),
-        values,
+        tenants_and_ids(keys),
     ))
     .await?;
     Ok(())
@@ -406,15 +405,14 @@ pub async fn answer_waiters(
     if keys.is_empty() {
         return Ok(waiting);
     }
-    let (pairs, values) = tenant_pairs(keys.iter().map(|(tenant, id)| (*tenant, (*id).into())));
     let rows = db
         .query_all_raw(sql(
             &format!(
-                "UPDATE job_waiters SET answered_at = now()
-                 WHERE (tenant_id, job_id) IN (VALUES {pairs}) AND answered_at IS NULL
-                 RETURNING job_id, event_id, origin, reply_to, traceparent, created_at"
+                "UPDATE job_waiters SET answered_at = now() WHERE {} AND answered_at IS NULL
+                 RETURNING job_id, event_id, origin, reply_to, traceparent, created_at",
+                scoped_ids("job_id", 1, 2)
             ),
-            values,
+            tenants_and_ids(keys),
         ))
         .await?;
     let mut answered = rows

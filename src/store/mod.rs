@@ -29,14 +29,20 @@ pub(crate) fn value_rows(rows: usize, columns: usize) -> String {
         .join(", ")
 }
 
-/// `(tenant, key)` pairs as a `VALUES` list and its values, for `(tenant_id, …) IN (VALUES …)`:
-/// batch queries stay scoped by tenant like every other.
-pub(crate) fn tenant_pairs<'a>(
-    pairs: impl ExactSizeIterator<Item = (&'a crate::domain::TenantId, Value)>,
-) -> (String, Vec<Value>) {
-    let rows = value_rows(pairs.len(), 2);
-    let values = pairs.flat_map(|(tenant, key)| [tenant.as_str().into(), key]).collect();
-    (rows, values)
+/// Rows of several tenants by their unique row ids: the values for [`scoped_ids`], the tenants
+/// and ids as two parallel arrays.
+pub(crate) fn tenants_and_ids(keys: &[(&crate::domain::TenantId, uuid::Uuid)]) -> [Value; 2] {
+    let tenants: Vec<String> = keys.iter().map(|(tenant, _)| tenant.as_str().to_owned()).collect();
+    let ids: Vec<uuid::Uuid> = keys.iter().map(|(_, id)| *id).collect();
+    [tenants.into(), ids.into()]
+}
+
+/// The condition matching [`tenants_and_ids`] bound at `$tenants` and `$ids`: each row found
+/// by its id (a primary-key lookup, whatever the table's statistics say; a join or a
+/// tenant-first condition was planned as a scan of everything a tenant has) must belong to
+/// the tenant paired with that id. Batch queries stay scoped by tenant like every other.
+pub(crate) fn scoped_ids(id_column: &str, tenants: usize, ids: usize) -> String {
+    format!("{id_column} = ANY(${ids}) AND tenant_id = (${tenants}::text[])[array_position(${ids}::uuid[], {id_column})]")
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use entity::channel_tokens::{self, Entity as ChannelTokens};
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-use super::{sql, tenant_pairs, value_rows};
+use super::{scoped_ids, sql, tenants_and_ids, value_rows};
 use crate::domain::TenantId;
 use crate::vault::{Sealed, SecretKind};
 
@@ -109,14 +109,13 @@ pub async fn load_many(
     if channels.is_empty() {
         return Ok(sealed);
     }
-    let (pairs, values) = tenant_pairs(channels.iter().map(|(tenant, pk)| (*tenant, (*pk).into())));
     let rows = db
         .query_all_raw(sql(
             &format!(
-                "SELECT channel_pk, kind, key_id, nonce, ciphertext FROM channel_tokens
-                 WHERE (tenant_id, channel_pk) IN (VALUES {pairs})"
+                "SELECT channel_pk, kind, key_id, nonce, ciphertext FROM channel_tokens WHERE {}",
+                scoped_ids("channel_pk", 1, 2)
             ),
-            values,
+            tenants_and_ids(channels),
         ))
         .await?;
     for row in &rows {
