@@ -15,10 +15,13 @@
 //! - [`handlers`]: what each event does, one file per event (`consent_url`, `connect`,
 //!   `token_expiring`, `revoke`, `operation`); [`handlers::process`] is the entry. Bad input
 //!   ends in `handlers/rejected.rs` (audited, answered where possible, dead-lettered).
-//! - [`jobs`]: durable work of a channel, run by the [`jobs::Scheduler`]: [`jobs::refresh`]
-//!   (the single-flight token refresh and its fence), [`jobs::platform_revocation`],
-//!   [`jobs::operation`] (scheduled or retried operations); [`jobs::policy`] says when to
-//!   refresh and how long to back off.
+//! - [`jobs`]: durable work of a channel, run by the [`jobs::Scheduler`] in [`jobs::Slots`]:
+//!   [`jobs::refresh`] (the single-flight token refresh and its fence),
+//!   [`jobs::refresh_batch`] (successful refreshes stored in batches, same fence),
+//!   [`jobs::platform_revocation`], [`jobs::operation`] (scheduled or retried operations);
+//!   [`jobs::policy`] says when to refresh and how long to back off.
+//! - [`group_commit`]: many tasks' writes in one transaction; `TokenExpiring` events
+//!   (`handlers/token_expiring.rs`) and successful refreshes are written this way.
 //! - [`domain`]: values valid by construction (tenant, channel, provider, capability, scopes,
 //!   grant, error codes) and [`domain::secrets`], one type per secret.
 //! - [`platform`]: every byte that crosses to a platform. [`platform::catalogue`] (provider

@@ -42,7 +42,9 @@ pub(crate) fn tenants_and_ids(keys: &[(&crate::domain::TenantId, uuid::Uuid)]) -
 /// tenant-first condition was planned as a scan of everything a tenant has) must belong to
 /// the tenant paired with that id. Batch queries stay scoped by tenant like every other.
 pub(crate) fn scoped_ids(id_column: &str, tenants: usize, ids: usize) -> String {
-    format!("{id_column} = ANY(${ids}) AND tenant_id = (${tenants}::text[])[array_position(${ids}::uuid[], {id_column})]")
+    format!(
+        "{id_column} = ANY(${ids}) AND tenant_id = (${tenants}::text[])[array_position(${ids}::uuid[], {id_column})]"
+    )
 }
 
 #[cfg(test)]
