@@ -22,7 +22,7 @@ use crate::contract::inbound::TokenExpiring;
 use crate::contract::outbound::{TokenRefreshFailed, TokenRefreshed};
 use crate::domain::{ChannelId, ErrorCode, TenantId};
 use crate::jobs::Slot;
-use crate::jobs::refresh::Claimed;
+use crate::jobs::refresh::{Claimed, configured, renewal_kind};
 use crate::store::inbox::{Claim, EventKey};
 use crate::store::jobs::{NextRefresh, RefreshStart, Schedule, Waiter};
 use crate::store::{self, audit::NewRecord};
@@ -188,8 +188,12 @@ async fn write(ctx: &Context, events: &[Expiring]) -> Result<Vec<Result<Disposit
     for &(i, channel_pk) in &refreshes {
         let event = &events[i];
         let channel_id = event.request.channel_id.as_str();
-        let renewable = channel_for(&channels, event)
-            .is_some_and(|row| tokens.contains_key(&(channel_pk, renewal_token_kind(ctx, row).as_str().to_owned())));
+        let renewable = channel_for(&channels, event).is_some_and(|row| {
+            tokens.contains_key(&(
+                channel_pk,
+                renewal_kind(configured(ctx, &row.provider)).as_str().to_owned(),
+            ))
+        });
         match renewable.then(|| ctx.jobs.try_take()).flatten() {
             Some(slot) => {
                 slots.insert(channel_pk, slot);
@@ -295,7 +299,7 @@ async fn write(ctx: &Context, events: &[Expiring]) -> Result<Vec<Result<Disposit
     }
     for job in claimed_jobs {
         let sealed = channels.values().find(|row| row.id == job.channel_pk).and_then(|row| {
-            let kind = renewal_token_kind(ctx, row);
+            let kind = renewal_kind(configured(ctx, &row.provider));
             Some((row, tokens.remove(&(row.id, kind.as_str().to_owned()))?))
         });
         match (sealed, slots.remove(&job.channel_pk)) {
@@ -331,18 +335,6 @@ fn channel_for<'a>(
     ))
 }
 
-/// The token a refresh of this channel renews with: Meta, Instagram and Threads trade the
-/// access token itself; everyone else uses the refresh token.
-fn renewal_token_kind(ctx: &Context, channel: &entity::channels::Model) -> SecretKind {
-    let provider = crate::domain::ProviderName::parse(channel.provider.clone())
-        .ok()
-        .and_then(|name| ctx.catalogue.provider(&name).ok());
-    match provider {
-        Some(provider) if provider.renews_with_access_token() => SecretKind::AccessToken,
-        _ => SecretKind::RefreshToken,
-    }
-}
-
 fn decide(
     ctx: &Context,
     channel: &entity::channels::Model,
@@ -362,9 +354,7 @@ fn decide(
             channel_exists: true,
         };
     }
-    let provider = crate::domain::ProviderName::parse(channel.provider.clone())
-        .ok()
-        .and_then(|name| ctx.catalogue.provider(&name).ok());
+    let provider = configured(ctx, &channel.provider);
     // Instagram and Threads refuse to renew a token younger than a day: until then, the one
     // there is is the freshest there can be.
     let debounce = provider

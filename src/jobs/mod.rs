@@ -100,9 +100,7 @@ impl Scheduler {
                         if jobs.is_empty() {
                             wait = wait.min(until_next_due(&ctx).await);
                         }
-                        for job in jobs {
-                            start(&ctx, job).await;
-                        }
+                        start_all(&ctx, jobs).await;
                     }
                     Err(error) => tracing::warn!(%error, "claiming due jobs failed"),
                 }
@@ -120,17 +118,48 @@ impl Scheduler {
     }
 }
 
-/// Runs a claimed job in a free slot. A handler may have taken the slot this loop counted on
-/// (it starts the refresh it asked for itself): the job then goes back to the queue at once.
-async fn start(ctx: &Context, job: entity::jobs::Model) {
-    let Some(slot) = ctx.jobs.try_take() else {
-        if let Err(error) = store::jobs::release(&ctx.db, &job.tenant_id, job.id).await {
-            tracing::warn!(job = %job.id, %error, "giving back a claimed job failed; it runs when its lease lapses");
-        }
+/// Runs claimed jobs in free slots; the refreshes start from one read of their channels and
+/// tokens.
+async fn start_all(ctx: &Context, jobs: Vec<entity::jobs::Model>) {
+    let (refreshes, others): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|job| job.kind == store::jobs::KIND_REFRESH);
+    for job in others {
+        let Some(slot) = slot_or_release(ctx, &job).await else {
+            continue;
+        };
+        let runner = ctx.clone();
+        ctx.jobs.spawn(slot, async move { run_job(&runner, job).await });
+    }
+    if refreshes.is_empty() {
         return;
+    }
+    let prepared = match refresh::prepare(ctx, refreshes).await {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            // They keep their leases and are taken back when those run out.
+            tracing::warn!(%error, "reading the claimed refreshes' channels failed");
+            return;
+        }
     };
-    let runner = ctx.clone();
-    ctx.jobs.spawn(slot, async move { run_job(&runner, job).await });
+    for claimed in prepared {
+        let Some(slot) = slot_or_release(ctx, claimed.job()).await else {
+            continue;
+        };
+        let runner = ctx.clone();
+        ctx.jobs
+            .spawn(slot, async move { run_claimed_refresh(&runner, claimed).await });
+    }
+}
+
+/// A free slot for a claimed job. A handler may have taken the slot this loop counted on (it
+/// starts the refresh it asked for itself): the job then goes back to the queue at once.
+async fn slot_or_release(ctx: &Context, job: &entity::jobs::Model) -> Option<Slot> {
+    let slot = ctx.jobs.try_take();
+    if slot.is_none()
+        && let Err(error) = store::jobs::release(&ctx.db, &job.tenant_id, job.id).await
+    {
+        tracing::warn!(job = %job.id, %error, "giving back a claimed job failed; it runs when its lease lapses");
+    }
+    slot
 }
 
 async fn until_next_due(ctx: &Context) -> Duration {
@@ -147,7 +176,6 @@ async fn until_next_due(ctx: &Context) -> Duration {
 async fn run_job(ctx: &Context, job: entity::jobs::Model) {
     let (id, kind) = (job.id, job.kind.clone());
     let result = match kind.as_str() {
-        store::jobs::KIND_REFRESH => refresh::run(ctx, job).await,
         store::jobs::KIND_PLATFORM_REVOCATION => platform_revocation::run(ctx, job).await,
         store::jobs::KIND_OPERATION => operation::run(ctx, job).await,
         _ => {

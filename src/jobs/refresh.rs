@@ -38,14 +38,21 @@ pub(super) struct Subject {
     pub(super) lease_until: Option<chrono::DateTime<Utc>>,
 }
 
-pub async fn run(ctx: &Context, job: Job) -> Result<(), HandlerError> {
-    let Some(tenant) = job_tenant(ctx, &job).await? else {
-        return Ok(());
-    };
+/// The refresh jobs the scheduler claimed, each with the channel and token it starts from, all
+/// read in one statement. A job naming an invalid tenant or a channel that is gone is failed
+/// here, not run.
+pub async fn prepare(ctx: &Context, jobs: Vec<Job>) -> Result<Vec<Claimed>, HandlerError> {
+    let mut valid = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if let Some(tenant) = job_tenant(ctx, &job).await? {
+            valid.push((tenant, job));
+        }
+    }
+    let keys: Vec<(&TenantId, Uuid)> = valid.iter().map(|(tenant, job)| (tenant, job.channel_pk)).collect();
     // Nothing has been called yet, so a database outage here is waited out rather than left
     // to the lease (a minute).
-    let read = || store::channels::find_by_pk(&ctx.db, &tenant, job.channel_pk);
-    let row = read
+    let read = || store::channels::refresh_sources(&ctx.db, &keys);
+    let mut sources = read
         .retry(
             ExponentialBuilder::default()
                 .with_min_delay(std::time::Duration::from_millis(100))
@@ -53,22 +60,46 @@ pub async fn run(ctx: &Context, job: Job) -> Result<(), HandlerError> {
                 .with_max_times(8),
         )
         .await?;
-    let Some(row) = row else {
-        store::jobs::finish(&ctx.db, &tenant, job.id, "failed", Some("not_found"), None).await?;
-        return Ok(());
-    };
-    let claimed = Claimed {
-        job,
-        status: row.status,
-        provider: row.provider,
-        token_version: row.token_version,
-        sealed: None,
-    };
-    run_claimed(ctx, claimed).await
+    let mut claimed = Vec::with_capacity(valid.len());
+    for (tenant, job) in valid {
+        let Some(source) = sources.remove(&job.channel_pk) else {
+            store::jobs::finish(&ctx.db, &tenant, job.id, "failed", Some("not_found"), None).await?;
+            continue;
+        };
+        let kind = renewal_kind(configured(ctx, &source.provider));
+        let sealed = source
+            .tokens
+            .into_iter()
+            .find_map(|(stored, sealed)| (stored == kind.as_str()).then_some(sealed));
+        claimed.push(Claimed {
+            job,
+            status: source.status,
+            provider: source.provider,
+            token_version: source.token_version,
+            sealed,
+        });
+    }
+    Ok(claimed)
 }
 
-/// A claimed refresh job with the channel as it stood when the job was claimed, and, when the
-/// event that created it already read it under the channel's lock, the sealed token to renew.
+/// The channel's provider, if this deployment still configures it.
+pub fn configured<'a>(ctx: &'a Context, provider: &str) -> Option<&'a crate::platform::Provider> {
+    ProviderName::parse(provider.to_owned())
+        .ok()
+        .and_then(|name| ctx.catalogue.provider(&name).ok())
+}
+
+/// The token a refresh renews with: Meta, Instagram and Threads trade the access token itself;
+/// everyone else uses the refresh token.
+pub fn renewal_kind(provider: Option<&crate::platform::Provider>) -> SecretKind {
+    match provider {
+        Some(provider) if provider.renews_with_access_token() => SecretKind::AccessToken,
+        _ => SecretKind::RefreshToken,
+    }
+}
+
+/// A claimed refresh job with the channel as it stood when the job was claimed and the sealed
+/// token to renew with (none: the grant has nothing to renew with), read in one snapshot.
 pub struct Claimed {
     job: Job,
     status: String,
@@ -90,6 +121,10 @@ impl Claimed {
 
     pub fn job_id(&self) -> Uuid {
         self.job.id
+    }
+
+    pub fn job(&self) -> &Job {
+        &self.job
     }
 }
 
@@ -141,46 +176,24 @@ enum Attempt {
 }
 
 async fn call(ctx: &Context, subject: &Subject, provider: &str, sealed: Option<Sealed>) -> Attempt {
-    let provider = ProviderName::parse(provider.to_owned())
-        .ok()
-        .and_then(|name| ctx.catalogue.provider(&name).ok());
-    let Some(provider) = provider else {
+    let Some(provider) = configured(ctx, provider) else {
         return Attempt::Called(Err(PlatformError::new(
             ErrorCode::UnknownProvider,
             "the channel's provider is no longer configured",
         )));
     };
-    // Meta, Instagram and Threads renew by trading the access token itself.
-    let kind = if provider.renews_with_access_token() {
-        SecretKind::AccessToken
-    } else {
-        SecretKind::RefreshToken
-    };
+    let kind = renewal_kind(Some(provider));
     let binding = Binding {
         tenant: &subject.tenant,
         channel: &subject.channel,
         kind,
         context: "",
     };
-    let sealed = match sealed {
-        Some(sealed) => Ok(Some(sealed)),
-        None => store::tokens::load(&ctx.db, &subject.tenant, subject.channel_pk, kind).await,
-    };
-    let sealed = match sealed {
-        Ok(Some(sealed)) => sealed,
-        Ok(None) => {
-            return Attempt::Called(Err(PlatformError::new(
-                ErrorCode::ReauthRequired,
-                "the grant has no token to renew with",
-            )));
-        }
-        Err(error) => {
-            tracing::warn!(%error, "reading the stored token failed");
-            return Attempt::Called(Err(PlatformError::new(
-                ErrorCode::ProviderUnavailable,
-                "the stored token could not be read",
-            )));
-        }
+    let Some(sealed) = sealed else {
+        return Attempt::Called(Err(PlatformError::new(
+            ErrorCode::ReauthRequired,
+            "the grant has no token to renew with",
+        )));
     };
     let plaintext = match ctx.vault.open(&binding, &sealed) {
         Ok(plaintext) => plaintext,

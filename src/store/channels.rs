@@ -107,6 +107,57 @@ pub async fn find_by_pk(
         .await
 }
 
+/// What a refresh starts from: the channel's state and its sealed tokens, read in one
+/// statement (one snapshot: the tokens are those of this token version).
+pub struct RefreshSource {
+    pub status: String,
+    pub provider: String,
+    pub token_version: i64,
+    pub tokens: Vec<(String, crate::vault::Sealed)>,
+}
+
+/// The refresh sources of these channels, by channel row id (no lock: the result of the
+/// refresh is fenced by the token version read here).
+pub async fn refresh_sources(
+    db: &impl ConnectionTrait,
+    keys: &[(&TenantId, Uuid)],
+) -> Result<std::collections::HashMap<Uuid, RefreshSource>, DbErr> {
+    let mut sources = std::collections::HashMap::with_capacity(keys.len());
+    if keys.is_empty() {
+        return Ok(sources);
+    }
+    let rows = db
+        .query_all_raw(sql(
+            &format!(
+                "SELECT c.id, c.status, c.provider, c.token_version, t.kind, t.key_id, t.nonce, t.ciphertext
+                 FROM channels AS c
+                 LEFT JOIN channel_tokens AS t ON t.channel_pk = c.id
+                 WHERE {}",
+                scoped_ids("c", "id", 1, 2)
+            ),
+            tenants_and_ids(keys),
+        ))
+        .await?;
+    for row in &rows {
+        let id: Uuid = row.try_get("", "id")?;
+        let source = sources.entry(id).or_insert(RefreshSource {
+            status: row.try_get("", "status")?,
+            provider: row.try_get("", "provider")?,
+            token_version: row.try_get("", "token_version")?,
+            tokens: Vec::new(),
+        });
+        if let Some(kind) = row.try_get::<Option<String>>("", "kind")? {
+            let sealed = crate::vault::Sealed {
+                key_id: row.try_get("", "key_id")?,
+                nonce: row.try_get("", "nonce")?,
+                ciphertext: row.try_get("", "ciphertext")?,
+            };
+            source.tokens.push((kind, sealed));
+        }
+    }
+    Ok(sources)
+}
+
 /// Locks the channels, always in id order: two batches locking overlapping sets wait for each
 /// other instead of deadlocking.
 pub async fn lock_many(db: &impl ConnectionTrait, keys: &[(&TenantId, Uuid)]) -> Result<Vec<channels::Model>, DbErr> {
@@ -117,7 +168,7 @@ pub async fn lock_many(db: &impl ConnectionTrait, keys: &[(&TenantId, Uuid)]) ->
         .query_all_raw(sql(
             &format!(
                 "SELECT * FROM channels WHERE {} ORDER BY id FOR UPDATE",
-                scoped_ids("id", 1, 2)
+                scoped_ids("channels", "id", 1, 2)
             ),
             tenants_and_ids(keys),
         ))
@@ -194,7 +245,7 @@ pub async fn record_refreshes(
                  WHERE {} AND c.id = v.id
                  RETURNING c.id, c.token_version",
                 value_rows(refreshed.len(), 3),
-                scoped_ids("c.id", tenants, ids)
+                scoped_ids("c", "id", tenants, ids)
             ),
             values,
         ))

@@ -360,7 +360,7 @@ pub async fn lock_running_many(db: &impl ConnectionTrait, keys: &[(&TenantId, Uu
         .query_all_raw(sql(
             &format!(
                 "SELECT id FROM jobs WHERE {} AND status = 'running' ORDER BY id FOR UPDATE",
-                scoped_ids("id", 1, 2)
+                scoped_ids("jobs", "id", 1, 2)
             ),
             tenants_and_ids(keys),
         ))
@@ -377,7 +377,7 @@ pub async fn finish_done(db: &impl ConnectionTrait, keys: &[(&TenantId, Uuid)]) 
         &format!(
             "UPDATE jobs SET status = 'done', lease_until = NULL, finished_at = now(), updated_at = now()
              WHERE {}",
-            scoped_ids("id", 1, 2)
+            scoped_ids("jobs", "id", 1, 2)
         ),
         tenants_and_ids(keys),
     ))
@@ -410,7 +410,7 @@ pub async fn answer_waiters(
             &format!(
                 "UPDATE job_waiters SET answered_at = now() WHERE {} AND answered_at IS NULL
                  RETURNING job_id, event_id, origin, reply_to, traceparent, created_at",
-                scoped_ids("job_id", 1, 2)
+                scoped_ids("job_waiters", "job_id", 1, 2)
             ),
             tenants_and_ids(keys),
         ))

@@ -37,14 +37,13 @@ pub(crate) fn tenants_and_ids(keys: &[(&crate::domain::TenantId, uuid::Uuid)]) -
     [tenants.into(), ids.into()]
 }
 
-/// The condition matching [`tenants_and_ids`] bound at `$tenants` and `$ids`: each row found
+/// The condition on `table` matching [`tenants_and_ids`] bound at `$tenants` and `$ids`: each row found
 /// by its id (a primary-key lookup, whatever the table's statistics say; a join or a
 /// tenant-first condition was planned as a scan of everything a tenant has) must belong to
 /// the tenant paired with that id. Batch queries stay scoped by tenant like every other.
-pub(crate) fn scoped_ids(id_column: &str, tenants: usize, ids: usize) -> String {
-    format!(
-        "{id_column} = ANY(${ids}) AND tenant_id = (${tenants}::text[])[array_position(${ids}::uuid[], {id_column})]"
-    )
+pub(crate) fn scoped_ids(table: &str, id_column: &str, tenants: usize, ids: usize) -> String {
+    let (id, tenant) = (format!("{table}.{id_column}"), format!("{table}.tenant_id"));
+    format!("{id} = ANY(${ids}) AND {tenant} = (${tenants}::text[])[array_position(${ids}::uuid[], {id})]")
 }
 
 #[cfg(test)]

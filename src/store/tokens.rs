@@ -113,7 +113,7 @@ pub async fn load_many(
         .query_all_raw(sql(
             &format!(
                 "SELECT channel_pk, kind, key_id, nonce, ciphertext FROM channel_tokens WHERE {}",
-                scoped_ids("channel_pk", 1, 2)
+                scoped_ids("channel_tokens", "channel_pk", 1, 2)
             ),
             tenants_and_ids(channels),
         ))
