@@ -144,38 +144,29 @@ async fn write(ctx: &Context, events: &[Expiring]) -> Result<Vec<Result<Disposit
         .collect();
     let channel_keys: Vec<(&TenantId, Uuid)> = claimed
         .iter()
-        .filter_map(|&i| {
-            let event = &events[i];
-            let key = (
-                event.tenant.as_str().to_owned(),
-                event.request.channel_id.as_str().to_owned(),
-            );
-            channels.get(&key).map(|row| (&event.tenant, row.id))
-        })
+        .filter_map(|&i| channel_for(&channels, &events[i]).map(|row| (&events[i].tenant, row.id)))
         .collect();
     let mut tokens = store::tokens::load_many(&txn, &channel_keys).await?;
 
     let now = crate::clock::now();
     let mut decisions: Vec<(usize, Decision)> = Vec::with_capacity(claimed.len());
-    // Per channel that needs a refresh: the token to renew with, when there is one.
-    let mut refreshes: Vec<(usize, Uuid)> = Vec::new();
+    // Each channel that needs a refresh once: the first event asking, and the token kind the
+    // refresh renews with.
+    let mut refreshes: Vec<(usize, &entity::channels::Model, SecretKind)> = Vec::new();
     for &i in &claimed {
         let event = &events[i];
-        let key = (
-            event.tenant.as_str().to_owned(),
-            event.request.channel_id.as_str().to_owned(),
-        );
-        let decision = match channels.get(&key) {
+        let channel = channel_for(&channels, event);
+        let decision = match channel {
             None => Decision::Refuse {
                 code: ErrorCode::NotFound,
                 channel_exists: false,
             },
             Some(channel) => decide(ctx, channel, &event.request, now, &tokens),
         };
-        if let Decision::Join { channel_pk } = decision
-            && !refreshes.iter().any(|(_, pk)| *pk == channel_pk)
+        if let (Decision::Join { channel_pk }, Some(channel)) = (&decision, channel)
+            && !refreshes.iter().any(|(_, row, _)| row.id == *channel_pk)
         {
-            refreshes.push((i, channel_pk));
+            refreshes.push((i, channel, renewal_kind(configured(ctx, &channel.provider))));
         }
         decisions.push((i, decision));
     }
@@ -185,15 +176,10 @@ async fn write(ctx: &Context, events: &[Expiring]) -> Result<Vec<Result<Disposit
     let mut slots: HashMap<Uuid, Slot> = HashMap::new();
     let mut to_start = Vec::new();
     let mut to_schedule = Vec::new();
-    for &(i, channel_pk) in &refreshes {
+    for &(i, row, kind) in &refreshes {
         let event = &events[i];
-        let channel_id = event.request.channel_id.as_str();
-        let renewable = channel_for(&channels, event).is_some_and(|row| {
-            tokens.contains_key(&(
-                channel_pk,
-                renewal_kind(configured(ctx, &row.provider)).as_str().to_owned(),
-            ))
-        });
+        let (channel_pk, channel_id) = (row.id, event.request.channel_id.as_str());
+        let renewable = tokens.contains_key(&(channel_pk, kind.as_str().to_owned()));
         match renewable.then(|| ctx.jobs.try_take()).flatten() {
             Some(slot) => {
                 slots.insert(channel_pk, slot);
@@ -298,10 +284,10 @@ async fn write(ctx: &Context, events: &[Expiring]) -> Result<Vec<Result<Disposit
         ctx.jobs_ready.notify_one();
     }
     for job in claimed_jobs {
-        let sealed = channels.values().find(|row| row.id == job.channel_pk).and_then(|row| {
-            let kind = renewal_kind(configured(ctx, &row.provider));
-            Some((row, tokens.remove(&(row.id, kind.as_str().to_owned()))?))
-        });
+        let sealed = refreshes
+            .iter()
+            .find(|(_, row, _)| row.id == job.channel_pk)
+            .and_then(|(_, row, kind)| Some((*row, tokens.remove(&(row.id, kind.as_str().to_owned()))?)));
         match (sealed, slots.remove(&job.channel_pk)) {
             (Some((row, sealed)), Some(slot)) => {
                 let claimed = Claimed::new(*job, row, sealed);

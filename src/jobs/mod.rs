@@ -188,7 +188,7 @@ async fn run_job(ctx: &Context, job: entity::jobs::Model) {
 
 /// Runs a refresh that the event asking for it created already claimed.
 pub async fn run_claimed_refresh(ctx: &Context, claimed: refresh::Claimed) {
-    let id = claimed.job_id();
+    let id = claimed.job().id;
     settled(id, store::jobs::KIND_REFRESH, refresh::run_claimed(ctx, claimed).await);
 }
 

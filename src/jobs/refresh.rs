@@ -119,10 +119,6 @@ impl Claimed {
         }
     }
 
-    pub fn job_id(&self) -> Uuid {
-        self.job.id
-    }
-
     pub fn job(&self) -> &Job {
         &self.job
     }
