@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct Readiness {
     pub db: DatabaseConnection,
-    pub connection: Arc<lapin::Connection>,
+    pub link: Arc<crate::bus::link::Link>,
     pub consuming: Arc<AtomicBool>,
 }
 
@@ -36,7 +36,7 @@ impl Readiness {
             && migration::Migrator::get_pending_migrations(&self.db)
                 .await
                 .is_ok_and(|pending| pending.is_empty());
-        let broker = self.connection.status().connected();
+        let broker = self.link.is_connected();
         let consumer = self.consuming.load(Ordering::SeqCst);
         let ready = database && migrated && broker && consumer;
         (

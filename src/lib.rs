@@ -5,6 +5,7 @@
 //! Each layer does one job: delivery → envelope → command → handler.
 //!
 //! - [`bus`]: broker plumbing only. [`bus::topology`] declares exchanges and queues,
+//!   [`bus::link`] owns the connection and makes it again when it is lost,
 //!   [`bus::consumer`] is the `select!` loop that acks only after the handler committed,
 //!   [`bus::publisher`] publishes with confirms (a Nack is an error), [`bus::relay`] publishes the
 //!   outbox, [`bus::hub_client`] is the hub's side (used by the demo and the tests).

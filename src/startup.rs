@@ -4,17 +4,16 @@
 
 use std::sync::Arc;
 
-use lapin::Connection;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, Statement};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::bus;
 use crate::bus::consumer::{Consumer, Faults};
-use crate::bus::publisher::Publisher;
+use crate::bus::link::{Link, LinkError};
 use crate::bus::relay::Relay;
-use crate::bus::{self, topology};
 use crate::handlers::Context;
 use crate::jobs::Scheduler;
 use crate::platform::{Catalogue, OAuthClient};
@@ -41,18 +40,14 @@ pub enum StartupError {
     HttpClient(String),
     #[error("the health and metrics port {address} cannot be opened ({reason}); set PRAISMA_HTTP_ADDR")]
     HttpPort { address: String, reason: String },
-    #[error("the consumer stopped: {0}")]
-    Consumer(lapin::Error),
 }
 
 pub struct Worker {
     ctx: Context,
-    connection: Arc<Connection>,
+    link: Arc<Link>,
     consuming: Arc<std::sync::atomic::AtomicBool>,
     http_address: std::net::SocketAddr,
     stop_http: CancellationToken,
-    publisher: Publisher,
-    consume_channel: lapin::Channel,
     faults: Arc<Faults>,
 }
 
@@ -68,17 +63,16 @@ impl Worker {
                 reason: "nothing answers there".into(),
             });
         }
-        let connection = bus::connect(&settings.amqp_url, "praisma-integration-worker")
+        let link = Link::open(settings.amqp_url.clone(), settings.bus.clone())
             .await
-            .map_err(|e| StartupError::BrokerUnreachable {
-                address: bus::host_of(&settings.amqp_url),
-                reason: e.to_string(),
+            .map_err(|error| match error {
+                LinkError::Connect(e) => StartupError::BrokerUnreachable {
+                    address: bus::host_of(&settings.amqp_url),
+                    reason: e.to_string(),
+                },
+                LinkError::Topology(e) => StartupError::Topology(e),
             })?;
-        let consume_channel = connection.create_channel().await.map_err(StartupError::Topology)?;
-        topology::declare(&consume_channel, &settings.bus)
-            .await
-            .map_err(StartupError::Topology)?;
-        let publisher = Publisher::open(&connection).await.map_err(StartupError::Topology)?;
+        let link = Arc::new(link);
         let oauth = OAuthClient::new(settings.http_connect_timeout, settings.http_timeout)
             .map_err(|e| StartupError::HttpClient(e.to_string()))?;
         let settings_job_concurrency = settings.job_concurrency;
@@ -96,11 +90,10 @@ impl Worker {
             expiring: Arc::default(),
         };
         crate::metrics::install();
-        let connection = Arc::new(connection);
         let consuming = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let readiness = crate::health::Readiness {
             db: ctx.db.clone(),
-            connection: connection.clone(),
+            link: link.clone(),
             consuming: consuming.clone(),
         };
         let stop_http = CancellationToken::new();
@@ -112,12 +105,10 @@ impl Worker {
             })?;
         Ok(Self {
             ctx,
-            connection,
+            link,
             consuming,
             http_address,
             stop_http,
-            publisher,
-            consume_channel,
             faults: Arc::default(),
         })
     }
@@ -147,16 +138,15 @@ impl Worker {
         let crash = CancellationToken::new();
         let relay = Relay {
             db: self.ctx.db.clone(),
-            publisher: self.publisher.clone(),
+            link: self.link.clone(),
             exchange: self.ctx.settings.bus.exchange.clone(),
             wake: self.ctx.outbox_ready.clone(),
             poll: self.ctx.settings.outbox_poll,
         };
         let relay_task = tokio::spawn(relay.run(stop_relay.clone()));
         let consumer = Consumer {
-            channel: self.consume_channel.clone(),
+            link: self.link.clone(),
             ctx: self.ctx.clone(),
-            publisher: self.publisher.clone(),
             faults: self.faults.clone(),
             crash: crash.clone(),
             consuming: self.consuming.clone(),
@@ -170,23 +160,23 @@ impl Worker {
             tracker.spawn(crate::metrics::sample_until(db, interval, stop_consuming.clone()));
         }
 
-        let consumer_result = tokio::select! {
-            _ = shutdown.cancelled() => None,
+        let consumer_ended = tokio::select! {
+            _ = shutdown.cancelled() => false,
             _ = crash.cancelled() => {
                 // A simulated crash: no draining, no acks; the broker redelivers what was unacked.
                 consumer_task.abort();
                 scheduler_task.abort();
                 relay_task.abort();
-                let _ = self.connection.close(320, "simulated crash".into()).await;
+                self.link.close(320, "simulated crash").await;
                 self.stop_http.cancel();
                 return Ok(());
             }
-            result = &mut consumer_task => Some(result),
+            _ = &mut consumer_task => true,
         };
         tracing::info!("shutting down: draining in-flight events");
         stop_consuming.cancel();
         let drained = tokio::time::timeout(grace, async {
-            if consumer_result.is_none() {
+            if !consumer_ended {
                 let _ = (&mut consumer_task).await;
             }
             let _ = scheduler_task.await;
@@ -202,13 +192,10 @@ impl Worker {
                 "shutdown grace period ran out; unfinished events will be redelivered"
             );
         }
-        let _ = self.connection.close(200, "worker shutting down".into()).await;
+        self.link.close(200, "worker shutting down").await;
         self.stop_http.cancel();
         tracing::info!("worker stopped");
-        match consumer_result {
-            Some(Ok(Err(error))) => Err(StartupError::Consumer(error)),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 }
 

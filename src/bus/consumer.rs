@@ -1,21 +1,23 @@
 //! The consumer: one `select!` loop that takes deliveries until shutdown, each handled in a
-//! tracked task. A delivery is acknowledged only after its handler has committed; a rejected
-//! message is acknowledged only after the dead-letter exchange confirmed its copy.
+//! tracked task, and that connects again when the connection is lost ([`super::link`]). A
+//! delivery is acknowledged only after its handler has committed; a rejected message is
+//! acknowledged only after the dead-letter exchange confirmed its copy, on the same connection.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
+use lapin::BasicProperties;
 use lapin::message::Delivery as AmqpDelivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::link::{Link, Session};
 use super::publisher::{Publisher, header_text};
 use crate::contract::{Envelope, RejectedEvent, TraceParent};
 use crate::handlers::{self, Context, Delivery, Disposition, HandlerError};
@@ -27,9 +29,8 @@ pub struct Faults {
 }
 
 pub struct Consumer {
-    pub channel: Channel,
+    pub link: Arc<Link>,
     pub ctx: Context,
-    pub publisher: Publisher,
     pub faults: Arc<Faults>,
     /// Cancelled to simulate a crash: the worker drops its connection without acking.
     pub crash: CancellationToken,
@@ -37,13 +38,59 @@ pub struct Consumer {
     pub consuming: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// Why a session's consuming ended.
+enum Ended {
+    Stopped,
+    Lost,
+}
+
+/// A session that ends sooner than this after it began is not given a fresh one at once: a
+/// broker that accepts connections but refuses the consumer would otherwise be hammered.
+const SHORT_SESSION: Duration = Duration::from_secs(10);
+
 impl Consumer {
-    pub async fn run(self, stop: CancellationToken, tracker: TaskTracker) -> Result<(), lapin::Error> {
+    /// Consumes until `stop` is cancelled, connecting again whenever the connection is lost.
+    pub async fn run(self, stop: CancellationToken, tracker: TaskTracker) {
+        let mut current = self.link.session();
+        let mut pauses = pauses();
+        loop {
+            let session = match current.take() {
+                Some(session) => session,
+                None => match self.link.reconnect(&stop).await {
+                    Some(session) => session,
+                    None => break,
+                },
+            };
+            let began = Instant::now();
+            match self.consume(&session, &stop, &tracker).await {
+                Ok(Ended::Stopped) => break,
+                Ok(Ended::Lost) => tracing::warn!("the broker connection was lost; connecting again"),
+                Err(error) => tracing::warn!(%error, "consuming failed; connecting again"),
+            }
+            if began.elapsed() < SHORT_SESSION {
+                let pause = pauses.next().unwrap_or(SHORT_SESSION);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.cancelled() => break,
+                }
+            } else {
+                pauses = self::pauses();
+            }
+        }
+    }
+
+    /// Takes deliveries on one session until `stop` or until the session is lost.
+    async fn consume(
+        &self,
+        session: &Session,
+        stop: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Ended, lapin::Error> {
         let bus = &self.ctx.settings.bus;
-        self.channel.basic_qos(bus.prefetch, BasicQosOptions::default()).await?;
+        let channel = &session.consume_channel;
+        channel.basic_qos(bus.prefetch, BasicQosOptions::default()).await?;
         let tag = format!("praisma-worker-{}", uuid::Uuid::now_v7());
-        let mut deliveries = self
-            .channel
+        let mut deliveries = channel
             .basic_consume(
                 bus.queue.as_str().into(),
                 tag.as_str().into(),
@@ -53,41 +100,55 @@ impl Consumer {
             .await?;
         tracing::info!(queue = %bus.queue, prefetch = bus.prefetch, "consuming");
         self.consuming.store(true, Ordering::SeqCst);
-        loop {
+        // A publishing channel can close while deliveries still flow; looking at the session
+        // now and then finds that too, and a new session replaces both.
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        let ended = loop {
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => break,
+                _ = stop.cancelled() => break Ended::Stopped,
                 next = deliveries.next() => match next {
                     Some(Ok(delivery)) => {
                         let task = DeliveryTask {
                             ctx: self.ctx.clone(),
-                            publisher: self.publisher.clone(),
+                            publisher: session.publisher.clone(),
                             faults: self.faults.clone(),
                             crash: self.crash.clone(),
                         };
                         tracker.spawn(task.run(delivery));
                     }
                     Some(Err(error)) => {
-                        tracing::warn!(%error, "consumer interrupted; waiting for the connection to recover");
-                        self.consuming.store(false, Ordering::SeqCst);
-                        self.channel.wait_for_recovery(error).await?;
-                        self.consuming.store(true, Ordering::SeqCst);
+                        tracing::warn!(%error, "the consumer was interrupted");
+                        break Ended::Lost;
                     }
-                    None => break,
+                    None => break Ended::Lost,
+                },
+                _ = check.tick() => if !session.usable() {
+                    break Ended::Lost;
                 },
             }
-        }
+        };
         self.consuming.store(false, Ordering::SeqCst);
-        // Stop new deliveries; in-flight ones finish in the tracker and are acked as usual.
-        if let Err(error) = self
-            .channel
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-            .await
-        {
-            tracing::warn!(%error, "cancelling the consumer failed");
+        if matches!(ended, Ended::Stopped) {
+            // Stop new deliveries; in-flight ones finish in the tracker and are acked as usual.
+            if let Err(error) = channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await
+            {
+                tracing::warn!(%error, "cancelling the consumer failed");
+            }
         }
-        Ok(())
+        Ok(ended)
     }
+}
+
+fn pauses() -> backon::ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(SHORT_SESSION)
+        .without_max_times()
+        .with_jitter()
+        .build()
 }
 
 struct DeliveryTask {

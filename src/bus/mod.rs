@@ -3,6 +3,7 @@
 
 pub mod consumer;
 pub mod hub_client;
+pub mod link;
 pub mod publisher;
 pub mod relay;
 pub mod topology;
@@ -10,18 +11,17 @@ pub mod topology;
 use lapin::{Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
 
-/// Connects with automatic recovery: lapin re-opens the connection and replays channels,
-/// topology, QoS and consumers after a broker restart, retrying for about two minutes.
+/// Connects once, retrying a refused connection a few times. A connection that is lost later
+/// stays lost: its owner connects again ([`link::Link`] for the worker).
 pub async fn connect(amqp_url: &SecretString, name: &str) -> Result<Connection, lapin::Error> {
-    let reconnect = backon::ExponentialBuilder::default()
-        .with_min_delay(std::time::Duration::from_millis(200))
-        .with_max_delay(std::time::Duration::from_secs(5))
-        .with_max_times(30)
+    let retries = backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(100))
+        .with_max_delay(std::time::Duration::from_secs(1))
+        .with_max_times(3)
         .with_jitter();
     let properties = ConnectionProperties::default()
         .with_connection_name(name.into())
-        .enable_auto_recover()
-        .with_backoff(reconnect);
+        .with_backoff(retries);
     Connection::connect(amqp_url.expose_secret(), properties).await
 }
 

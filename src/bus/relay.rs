@@ -9,7 +9,8 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::publisher::{PublishError, Publisher, event_properties};
+use super::link::Link;
+use super::publisher::{PublishError, event_properties};
 use crate::store::outbox;
 
 const BATCH: u64 = 256;
@@ -20,11 +21,13 @@ enum RelayError {
     Database(#[from] DbErr),
     #[error("publishing failed: {0}")]
     Publish(#[from] PublishError),
+    #[error("the broker connection is down")]
+    Disconnected,
 }
 
 pub struct Relay {
     pub db: DatabaseConnection,
-    pub publisher: Publisher,
+    pub link: Arc<Link>,
     pub exchange: String,
     pub wake: Arc<Notify>,
     pub poll: Duration,
@@ -34,6 +37,7 @@ impl Relay {
     /// Publishes until `stop` is cancelled, then drains what is committed and returns.
     pub async fn run(self, stop: CancellationToken) {
         let mut failures = 0u32;
+        let mut sessions = self.link.changes();
         loop {
             // Read before draining: everything committed before `stop` was cancelled is then
             // seen by this drain, which is the last one.
@@ -48,8 +52,11 @@ impl Relay {
                     failures = failures.saturating_add(1);
                     let delay = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "outbox relay failed; retrying");
+                    // A new connection is worth trying at once.
+                    sessions.mark_unchanged();
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
+                        _ = sessions.changed() => {}
                         _ = stop.cancelled() => {}
                     }
                     continue;
@@ -72,6 +79,7 @@ impl Relay {
     }
 
     async fn publish_batch(&self) -> Result<usize, RelayError> {
+        let publisher = self.link.session().ok_or(RelayError::Disconnected)?.publisher;
         let txn = self.db.begin().await?;
         // Marking rows published need not wait for the WAL flush: if a database crash loses the
         // mark, the rows are published again with the same ids, which consumers already expect
@@ -87,12 +95,12 @@ impl Relay {
             let body = serde_json::to_vec(&row.body).unwrap_or_default();
             let properties = event_properties(&row.body);
             pending.push(
-                self.publisher
+                publisher
                     .send(&self.exchange, &row.routing_key, &body, properties.clone())
                     .await?,
             );
             if let Some(reply_to) = &row.reply_to {
-                pending.push(self.publisher.send("", reply_to, &body, properties).await?);
+                pending.push(publisher.send("", reply_to, &body, properties).await?);
             }
         }
         for confirm in pending {
