@@ -31,6 +31,21 @@ pub enum Load {
     Operation,
 }
 
+impl Load {
+    /// The routing keys of the outcomes that answer this load.
+    fn outcome_keys(self) -> &'static [&'static str] {
+        use crate::contract::outbound::*;
+        match self {
+            Load::Refresh => &[
+                TokenRefreshed::ROUTING_KEY,
+                ConnectionReauthRequired::ROUTING_KEY,
+                TokenRefreshFailed::ROUTING_KEY,
+            ],
+            Load::Operation => &[OperationCompleted::ROUTING_KEY, OperationRejected::ROUTING_KEY],
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub channels: usize,
@@ -57,6 +72,8 @@ pub struct Results {
     pub commits_per_event: f64,
     /// How fast the generator got its events confirmed by the broker.
     pub published_per_second: f64,
+    /// Write-ahead log the whole PostgreSQL cluster wrote per answered event, in KiB.
+    pub wal_kib_per_event: f64,
 }
 
 pub async fn run(settings: Settings, plan: Plan) -> Result<Results, String> {
@@ -99,7 +116,9 @@ pub async fn run(settings: Settings, plan: Plan) -> Result<Results, String> {
     crate::bus::topology::declare(&channel, &bus)
         .await
         .map_err(|e| e.to_string())?;
-    let hub = HubClient::connect(&settings.amqp_url, &bus.exchange)
+    // Only the outcomes it measures: the generator should cost the broker no more than a hub
+    // service would.
+    let hub = HubClient::connect_to(&settings.amqp_url, &bus.exchange, plan.load.outcome_keys())
         .await
         .map_err(|e| e.to_string())?;
 
@@ -140,6 +159,7 @@ pub async fn run(settings: Settings, plan: Plan) -> Result<Results, String> {
     }
 
     let commits_before = commits(&db, &database).await;
+    let wal_before = wal_position(&db).await;
     eprintln!(
         "publishing {} {:?} events{}...",
         plan.events,
@@ -195,6 +215,10 @@ pub async fn run(settings: Settings, plan: Plan) -> Result<Results, String> {
     }
     eprintln!();
     let commits_after = commits(&db, &database).await;
+    let wal_after = wal_position(&db).await;
+    // `pg_waldump --stats=record --start <from> --end <to>` breaks this down by record type.
+    eprintln!("WAL from {wal_before} to {wal_after}");
+    let wal_bytes = wal_distance(&db, &wal_before, &wal_after).await;
     let mut latencies: Vec<f64> = Vec::with_capacity(plan.events);
     let mut last = first;
     hub.inspect(|all| {
@@ -214,6 +238,7 @@ pub async fn run(settings: Settings, plan: Plan) -> Result<Results, String> {
     };
     results.answered = latencies.len();
     results.commits_per_event = (commits_after - commits_before) as f64 / results.answered.max(1) as f64;
+    results.wal_kib_per_event = wal_bytes as f64 / 1024.0 / results.answered.max(1) as f64;
     results.seconds = last.duration_since(first).as_secs_f64();
     results.per_second = if results.seconds > 0.0 {
         results.answered as f64 / results.seconds
@@ -272,6 +297,32 @@ async fn commits(db: &sea_orm::DatabaseConnection, database: &str) -> i64 {
         .ok()
         .flatten();
     row.and_then(|r| r.try_get::<i64>("", "xact_commit").ok()).unwrap_or(0)
+}
+
+async fn wal_position(db: &sea_orm::DatabaseConnection) -> String {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pg_current_wal_lsn()::text AS lsn",
+        ))
+        .await
+        .ok()
+        .flatten();
+    row.and_then(|r| r.try_get::<String>("", "lsn").ok())
+        .unwrap_or_else(|| "0/0".into())
+}
+
+async fn wal_distance(db: &sea_orm::DatabaseConnection, from: &str, to: &str) -> i64 {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pg_wal_lsn_diff($2::pg_lsn, $1::pg_lsn)::bigint AS bytes",
+            [from.into(), to.into()],
+        ))
+        .await
+        .ok()
+        .flatten();
+    row.and_then(|r| r.try_get::<i64>("", "bytes").ok()).unwrap_or(0)
 }
 
 async fn wait_for_consumers(channel: &lapin::Channel, queue: &str, count: usize) -> Result<(), String> {
@@ -378,12 +429,12 @@ async fn seed(
 
 pub fn print(plan: &Plan, results: &Results) {
     println!(
-        "| load | channels | events | rate | workers | answered | seconds | events/s | p50 ms | p95 ms | p99 ms | ready ms | peak RSS MiB | CPU s | commits/event | published/s |"
+        "| load | channels | events | rate | workers | answered | seconds | events/s | p50 ms | p95 ms | p99 ms | ready ms | peak RSS MiB | CPU s | commits/event | WAL KiB/event | published/s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let list = |values: &[f64]| values.iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>().join(" / ");
     println!(
-        "| {:?} | {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {:.1} | {:.0} |",
+        "| {:?} | {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {:.1} | {:.1} | {:.0} |",
         plan.load,
         plan.channels,
         plan.events,
@@ -408,6 +459,7 @@ pub fn print(plan: &Plan, results: &Results) {
         list(&results.peak_rss_mib),
         list(&results.cpu_seconds),
         results.commits_per_event,
+        results.wal_kib_per_event,
         results.published_per_second,
     );
 }

@@ -9,3 +9,4 @@ pub mod inbox;
 pub mod job_waiters;
 pub mod jobs;
 pub mod outbox;
+pub mod outbox_pending;

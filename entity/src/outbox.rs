@@ -13,7 +13,6 @@ pub struct Model {
     pub reply_to: Option<String>,
     pub is_audit: bool,
     pub created_at: DateTimeUtc,
-    pub published_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

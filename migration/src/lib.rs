@@ -31,6 +31,8 @@ mod m20261204_000001_foundation;
 mod m20261204_000002_jobs;
 mod m20261204_000003_revocation;
 mod m20261204_000004_job_queues;
+mod m20261204_000005_outbox_pending;
+mod m20261204_000006_hot_updates;
 
 pub struct Migrator;
 
@@ -42,6 +44,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000002_jobs::Migration),
             Box::new(m20261204_000003_revocation::Migration),
             Box::new(m20261204_000004_job_queues::Migration),
+            Box::new(m20261204_000005_outbox_pending::Migration),
+            Box::new(m20261204_000006_hot_updates::Migration),
         ]
     }
 }

@@ -69,6 +69,12 @@ impl Drop for HubClient {
 impl HubClient {
     /// Connects and starts listening to every event on `exchange` and to a private reply queue.
     pub async fn connect(amqp_url: &SecretString, exchange: &str) -> Result<Self, lapin::Error> {
+        Self::connect_to(amqp_url, exchange, &["#"]).await
+    }
+
+    /// Connects and listens only to the routing keys matching `patterns`, as a hub service that
+    /// subscribes to the outcomes it needs would.
+    pub async fn connect_to(amqp_url: &SecretString, exchange: &str, patterns: &[&str]) -> Result<Self, lapin::Error> {
         let connection = super::connect(amqp_url, "praisma-hub-client").await?;
         let publisher = Publisher::open(&connection).await?;
         let channel = connection.create_channel().await?;
@@ -78,15 +84,17 @@ impl HubClient {
             ..QueueDeclareOptions::default()
         };
         let watch = channel.queue_declare("".into(), private, FieldTable::default()).await?;
-        channel
-            .queue_bind(
-                watch.name().clone(),
-                exchange.into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        for pattern in patterns {
+            channel
+                .queue_bind(
+                    watch.name().clone(),
+                    exchange.into(),
+                    (*pattern).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
         let replies = channel.queue_declare("".into(), private, FieldTable::default()).await?;
         let received = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Notify::new());

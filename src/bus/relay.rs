@@ -106,8 +106,8 @@ impl Relay {
         for confirm in pending {
             confirm.confirmed().await?;
         }
-        let ids: Vec<_> = rows.iter().map(|r| r.id).collect();
-        outbox::mark_published(&txn, &ids).await?;
+        let seqs: Vec<_> = rows.iter().map(|r| r.seq).collect();
+        outbox::mark_published(&txn, &seqs).await?;
         txn.commit().await?;
         tracing::debug!(published = rows.len(), "outbox batch published");
         Ok(rows.len())

@@ -225,8 +225,8 @@ pub async fn sample_database(db: &DatabaseConnection) -> Result<(), DbErr> {
     )
     .await?;
     let outbox = one(
-        "SELECT count(*)::float8 AS n, COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS age
-         FROM outbox WHERE published_at IS NULL",
+        "SELECT count(*)::float8 AS n, COALESCE(EXTRACT(EPOCH FROM now() - min(o.created_at)), 0)::float8 AS age
+         FROM outbox_pending p JOIN outbox o ON o.id = p.outbox_id",
     )
     .await?;
     let jobs = rows(

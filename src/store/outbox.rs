@@ -1,4 +1,6 @@
 //! The transactional outbox: outcome and audit events committed with the effects they report.
+//! `outbox` keeps every message (a redelivered event is answered from it); `outbox_pending`
+//! lists those not yet published, in order.
 
 use sea_orm::prelude::Uuid;
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
@@ -38,7 +40,10 @@ pub async fn insert(db: &impl ConnectionTrait, messages: &[NewMessage]) -> Resul
     }
     db.execute_raw(sql(
         &format!(
-            "INSERT INTO outbox (id, tenant_id, correlation_id, routing_key, body, reply_to, is_audit) VALUES {}",
+            "WITH written AS (
+                 INSERT INTO outbox (id, tenant_id, correlation_id, routing_key, body, reply_to, is_audit)
+                 VALUES {} RETURNING seq, id, tenant_id)
+             INSERT INTO outbox_pending (seq, outbox_id, tenant_id) SELECT seq, id, tenant_id FROM written",
             value_rows(messages.len(), 7)
         ),
         values,
@@ -57,9 +62,12 @@ pub async fn republish_outcomes(
 ) -> Result<u64, DbErr> {
     let result = db
         .execute_raw(sql(
-            "UPDATE outbox SET published_at = NULL,
-                    reply_to = CASE WHEN reply_to IS NOT NULL THEN COALESCE($3, reply_to) END
-             WHERE tenant_id = $1 AND correlation_id = $2 AND NOT is_audit",
+            "WITH again AS (
+                 UPDATE outbox SET reply_to = CASE WHEN reply_to IS NOT NULL THEN COALESCE($3, reply_to) END
+                 WHERE tenant_id = $1 AND correlation_id = $2 AND NOT is_audit
+                 RETURNING seq, id, tenant_id)
+             INSERT INTO outbox_pending (seq, outbox_id, tenant_id) SELECT seq, id, tenant_id FROM again
+             ON CONFLICT (seq) DO NOTHING",
             [
                 tenant.as_str().into(),
                 correlation_id.into(),
@@ -72,6 +80,7 @@ pub async fn republish_outcomes(
 
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct Pending {
+    pub seq: i64,
     pub id: Uuid,
     pub correlation_id: Option<String>,
     pub routing_key: String,
@@ -83,18 +92,20 @@ pub struct Pending {
 pub async fn claim_batch(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<Pending>, DbErr> {
     let rows = db
         .query_all_raw(sql(
-            "SELECT id, correlation_id, routing_key, body, reply_to FROM outbox
-             WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+            "SELECT p.seq, o.id, o.correlation_id, o.routing_key, o.body, o.reply_to
+             FROM outbox_pending p JOIN outbox o ON o.id = p.outbox_id
+             ORDER BY p.seq LIMIT $1 FOR UPDATE OF p SKIP LOCKED",
             [i64::try_from(limit).unwrap_or(i64::MAX).into()],
         ))
         .await?;
     rows.iter().map(|row| Pending::from_query_result(row, "")).collect()
 }
 
-pub async fn mark_published(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<(), DbErr> {
+/// Takes published rows off the queue; the outbox rows stay as the record of what was said.
+pub async fn mark_published(db: &impl ConnectionTrait, seqs: &[i64]) -> Result<(), DbErr> {
     db.execute_raw(sql(
-        "UPDATE outbox SET published_at = now() WHERE id = ANY($1)",
-        [ids.to_vec().into()],
+        "DELETE FROM outbox_pending WHERE seq = ANY($1)",
+        [seqs.to_vec().into()],
     ))
     .await?;
     Ok(())
@@ -102,7 +113,7 @@ pub async fn mark_published(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<(
 
 pub async fn backlog(db: &impl ConnectionTrait) -> Result<i64, DbErr> {
     let row = db
-        .query_one_raw(sql("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL", []))
+        .query_one_raw(sql("SELECT count(*) AS n FROM outbox_pending", []))
         .await?;
     Ok(row.map(|r| r.try_get::<i64>("", "n")).transpose()?.unwrap_or(0))
 }

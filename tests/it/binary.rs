@@ -203,7 +203,7 @@ async fn sigterm_finishes_in_flight_work_and_exits_zero() {
     let unpublished = worker_db
         .query_one_raw(sea_orm::Statement::from_string(
             sea_orm::DbBackend::Postgres,
-            "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL",
+            "SELECT count(*) AS n FROM outbox_pending",
         ))
         .await
         .unwrap()
