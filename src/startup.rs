@@ -215,7 +215,14 @@ async fn open(url: &SecretString, pool_size: u32) -> Result<DatabaseConnection, 
         .min_connections(1)
         .connect_timeout(std::time::Duration::from_secs(5))
         .acquire_timeout(std::time::Duration::from_secs(10))
-        .sqlx_logging(false);
+        .sqlx_logging(false)
+        // Each execution is planned for the tables as they are now. The worker's tables are
+        // queues whose size swings (outbox_pending, jobs, job_waiters) or that grow from empty on
+        // a new deployment, and a generic plan cached while a table was empty kept scanning it
+        // whole after it grew: the 60 s load run decayed from ~990 to ~650 refreshes/s, until
+        // autovacuum's first analyze would have replaced the plans. Planning a statement costs
+        // tens of microseconds.
+        .map_sqlx_postgres_opts(|pg| pg.options([("plan_cache_mode", "force_custom_plan")]));
     Database::connect(options)
         .await
         .map_err(|e| StartupError::DatabaseUnreachable {
