@@ -39,6 +39,8 @@
 //! - [`audit`]: audit records and their per-channel hash chain.
 //! - [`health`] (`/healthz`, `/readyz`, `/metrics` on one small port) and [`metrics`] (what
 //!   dashboards read, to Prometheus and over OTLP).
+//! - [`retention`]: prunes settled events, their answers, finished jobs and expired consent
+//!   states past the retention window (SQL in `store/retention.rs`).
 //! - [`ops`]: the operator commands (`audit verify`, `keys rotate`, `channels show`,
 //!   `dlq list` / `dlq replay`, `providers`, `webhooks verify-*`).
 //! - [`settings`], [`clock`], [`startup`] (wiring, database creation and migrations), [`shutdown`],
@@ -62,6 +64,7 @@ pub mod metrics;
 pub mod ops;
 pub mod platform;
 pub mod random;
+pub mod retention;
 pub mod sandbox;
 pub mod settings;
 pub mod shutdown;

@@ -35,6 +35,11 @@ pub struct Settings {
     /// How long a runner owns a claimed job; another replica takes it back after.
     pub job_lease: Duration,
     pub operation_max_body: usize,
+    /// How long settled events, their answers, finished jobs and expired consent states are kept;
+    /// zero keeps them forever. A redelivered event is recognised for this long.
+    pub retention: Duration,
+    /// How often each replica prunes what is older than `retention`.
+    pub retention_interval: Duration,
     /// `/healthz`, `/readyz` and `/metrics`.
     pub http_addr: std::net::SocketAddr,
 }
@@ -167,6 +172,8 @@ impl Settings {
             job_poll: Duration::from_millis(number("PRAISMA_JOB_POLL_MS", 1_000)?.max(10)),
             job_concurrency: usize::try_from(number("PRAISMA_JOB_CONCURRENCY", 64)?.max(1)).unwrap_or(64),
             job_lease: Duration::from_secs(number("PRAISMA_JOB_LEASE_SECONDS", 0)?),
+            retention: Duration::from_secs(number("PRAISMA_RETENTION_DAYS", 30)?.saturating_mul(86_400)),
+            retention_interval: Duration::from_secs(number("PRAISMA_RETENTION_INTERVAL_SECONDS", 3_600)?.max(1)),
             http_addr: get("PRAISMA_HTTP_ADDR")
                 .unwrap_or_else(|| "0.0.0.0:9464".to_owned())
                 .parse()

@@ -33,3 +33,20 @@ async fn wait_for_signal() {
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// Runs `round` every `interval` until `stop`, for the worker's periodic chores; a round that
+/// overruns delays the next instead of bunching them.
+pub async fn every<Round, Done>(interval: std::time::Duration, stop: CancellationToken, mut round: Round)
+where
+    Round: FnMut() -> Done,
+    Done: Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => round().await,
+        }
+    }
+}

@@ -155,6 +155,12 @@ impl Worker {
         let mut consumer_task = tokio::spawn(consumer.run(stop_consuming.clone(), tracker.clone()));
         let scheduler = Scheduler { ctx: self.ctx.clone() };
         let scheduler_task = tokio::spawn(scheduler.run(stop_consuming.clone()));
+        tracker.spawn(crate::retention::run(
+            self.ctx.db.clone(),
+            self.ctx.settings.retention,
+            self.ctx.settings.retention_interval,
+            stop_consuming.clone(),
+        ));
         if let Some(interval) = crate::metrics::otlp_sampling_interval() {
             let db = self.ctx.db.clone();
             tracker.spawn(crate::metrics::sample_until(db, interval, stop_consuming.clone()));

@@ -33,6 +33,7 @@ mod m20261204_000003_revocation;
 mod m20261204_000004_job_queues;
 mod m20261204_000005_outbox_pending;
 mod m20261204_000006_hot_updates;
+mod m20261204_000007_retention;
 
 pub struct Migrator;
 
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000004_job_queues::Migration),
             Box::new(m20261204_000005_outbox_pending::Migration),
             Box::new(m20261204_000006_hot_updates::Migration),
+            Box::new(m20261204_000007_retention::Migration),
         ]
     }
 }

@@ -21,6 +21,7 @@ pub const EVENT_HANDLING_SECONDS: &str = "praisma_event_handling_seconds";
 pub const DEAD_LETTERED: &str = "praisma_dead_lettered_total";
 pub const PLATFORM_CALL_SECONDS: &str = "praisma_platform_call_seconds";
 pub const REFRESHES: &str = "praisma_refreshes_total";
+pub const PRUNED: &str = "praisma_records_pruned_total";
 
 /// Every histogram here measures seconds.
 const SECONDS_BUCKETS: [f64; 14] = [
@@ -122,6 +123,7 @@ fn describe() {
         "Platform calls, by provider, call and outcome."
     );
     metrics::describe_counter!(REFRESHES, "Token refreshes, by result.");
+    metrics::describe_counter!(PRUNED, "Rows removed by retention, by table.");
     metrics::describe_gauge!("praisma_channels", "Channels by status.");
     metrics::describe_gauge!(
         "praisma_tokens_expiring_within_hour",
@@ -149,6 +151,10 @@ pub fn event_settled(routing_key: &str, disposition: &'static str, started: Inst
     let event_type = event_label(routing_key);
     metrics::counter!(EVENTS_CONSUMED, "type" => event_type, "disposition" => disposition).increment(1);
     metrics::histogram!(EVENT_HANDLING_SECONDS, "type" => event_type).record(started.elapsed().as_secs_f64());
+}
+
+pub fn pruned(table: &'static str, rows: u64) {
+    metrics::counter!(PRUNED, "table" => table).increment(rows);
 }
 
 pub fn dead_lettered(error_code: &'static str) {
@@ -181,18 +187,12 @@ pub async fn render(db: &DatabaseConnection) -> String {
 
 /// Samples the database gauges every `interval` until `stop`, for the OTLP exporter.
 pub async fn sample_until(db: DatabaseConnection, interval: Duration, stop: tokio_util::sync::CancellationToken) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ticks.tick() => {
-                if let Err(error) = sample_database(&db).await {
-                    tracing::warn!(%error, "reading gauges from the database failed");
-                }
-            }
+    crate::shutdown::every(interval, stop, || async {
+        if let Err(error) = sample_database(&db).await {
+            tracing::warn!(%error, "reading gauges from the database failed");
         }
-    }
+    })
+    .await;
 }
 
 /// Label sets set on the previous sample: one that disappears (no channel has that status any

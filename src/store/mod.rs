@@ -8,6 +8,7 @@ pub mod channels;
 pub mod inbox;
 pub mod jobs;
 pub mod outbox;
+pub mod retention;
 pub mod tokens;
 
 use sea_orm::{DbBackend, Statement, Value};

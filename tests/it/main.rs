@@ -14,5 +14,6 @@ mod operations;
 mod ops;
 mod platforms;
 mod refresh;
+mod retention;
 mod revoke;
 mod secrets_at_rest;
