@@ -82,8 +82,11 @@ impl Link {
     /// it succeeds or `stop` is cancelled.
     pub async fn reconnect(&self, stop: &CancellationToken) -> Option<Session> {
         if let Some(old) = self.current.send_replace(None) {
-            // Whatever is still open on it would only fail later; closing says so at once.
-            let _ = old.connection.close(320, "reconnecting".into()).await;
+            // Whatever is still open on it would only fail later; closing says so at once. A
+            // half-open connection would wait for the broker's answer until the heartbeat
+            // gives up, so the wait is bounded.
+            let close = old.connection.close(320, "reconnecting".into());
+            let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
         }
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
@@ -119,9 +122,9 @@ impl Link {
 }
 
 async fn establish(amqp_url: &SecretString, bus: &BusSettings) -> Result<Session, LinkError> {
-    let connection = super::connect(amqp_url, "praisma-integration-worker")
-        .await
-        .map_err(LinkError::Connect)?;
+    // Named after its queue, so an operator (or a test) tells the workers of one queue apart.
+    let name = format!("praisma-integration-worker {}", bus.queue);
+    let connection = super::connect(amqp_url, &name).await.map_err(LinkError::Connect)?;
     let consume_channel = connection.create_channel().await.map_err(LinkError::Topology)?;
     topology::declare(&consume_channel, bus)
         .await
