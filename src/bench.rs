@@ -287,42 +287,29 @@ fn is_answer(received: &crate::bus::hub_client::Received, load: Load) -> bool {
 /// Transactions committed in `database` so far (PostgreSQL's statistics, updated within a second).
 async fn commits(db: &sea_orm::DatabaseConnection, database: &str) -> i64 {
     tokio::time::sleep(Duration::from_millis(600)).await; // the statistics collector lags; this is a measurement, not a sync
-    let row = db
-        .query_one_raw(sea_orm::Statement::from_sql_and_values(
-            sea_orm::DbBackend::Postgres,
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = $1",
-            [database.into()],
-        ))
-        .await
-        .ok()
-        .flatten();
-    row.and_then(|r| r.try_get::<i64>("", "xact_commit").ok()).unwrap_or(0)
+    let sql = "SELECT xact_commit AS v FROM pg_stat_database WHERE datname = $1";
+    scalar(db, sql, [database.into()]).await.unwrap_or(0)
 }
 
 async fn wal_position(db: &sea_orm::DatabaseConnection) -> String {
-    let row = db
-        .query_one_raw(sea_orm::Statement::from_string(
-            sea_orm::DbBackend::Postgres,
-            "SELECT pg_current_wal_lsn()::text AS lsn",
-        ))
-        .await
-        .ok()
-        .flatten();
-    row.and_then(|r| r.try_get::<String>("", "lsn").ok())
-        .unwrap_or_else(|| "0/0".into())
+    let sql = "SELECT pg_current_wal_lsn()::text AS v";
+    scalar(db, sql, []).await.unwrap_or_else(|| "0/0".into())
 }
 
 async fn wal_distance(db: &sea_orm::DatabaseConnection, from: &str, to: &str) -> i64 {
-    let row = db
-        .query_one_raw(sea_orm::Statement::from_sql_and_values(
-            sea_orm::DbBackend::Postgres,
-            "SELECT pg_wal_lsn_diff($2::pg_lsn, $1::pg_lsn)::bigint AS bytes",
-            [from.into(), to.into()],
-        ))
-        .await
-        .ok()
-        .flatten();
-    row.and_then(|r| r.try_get::<i64>("", "bytes").ok()).unwrap_or(0)
+    let sql = "SELECT pg_wal_lsn_diff($2::pg_lsn, $1::pg_lsn)::bigint AS v";
+    scalar(db, sql, [from.into(), to.into()]).await.unwrap_or(0)
+}
+
+/// The column `v` of a one-row measurement query; none if the server would not say.
+async fn scalar<T: sea_orm::TryGetable>(
+    db: &sea_orm::DatabaseConnection,
+    sql: &str,
+    values: impl IntoIterator<Item = sea_orm::Value>,
+) -> Option<T> {
+    let statement = sea_orm::Statement::from_sql_and_values(sea_orm::DbBackend::Postgres, sql, values);
+    let row = db.query_one_raw(statement).await.ok().flatten()?;
+    row.try_get::<T>("", "v").ok()
 }
 
 async fn wait_for_consumers(channel: &lapin::Channel, queue: &str, count: usize) -> Result<(), String> {
